@@ -1,0 +1,298 @@
+"""A local mTLS gateway that behaves like the Google load balancer in front of the function.
+
+    python -m devtools.gateway --backend http://127.0.0.1:8080 [--port 8443]
+
+Like a backend service with a ServerTlsPolicy in ALLOW_INVALID_OR_MISSING_CLIENT_CERT
+mode, it completes the handshake whether or not the client certificate verifies
+against the trust config (the dev CA), removes client-supplied headers that share
+a name with its custom request headers, and sets those headers in the load
+balancer's documented formats (google-contracts.md section 1). Header names come
+from the same MTLS_HEADER_* variables the function reads.
+
+Development tooling only: never deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import http.client
+import http.server
+import io
+import os
+import socket
+import socketserver
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+
+from token_service.config import MTLS_HEADER_DEFAULTS
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+     "transfer-encoding", "upgrade", "host", "content-length"}
+)
+# OpenSSL verification errors -> the load balancer's client_cert_error strings.
+X509_V_ERR_INVALID_PURPOSE = 26
+SAN_SHAPES = ("each", "joined")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    backend: str
+    ca_file: str
+    cert_file: str
+    key_file: str
+    header_names: Mapping[str, str]  # variable attribute -> header name
+    san_shape: str = "each"
+
+
+def header_names_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {
+        attribute: (environ.get(variable, "").strip() or default)
+        for attribute, (variable, default) in MTLS_HEADER_DEFAULTS.items()
+    }
+
+
+def certificate_headers(
+    leaf: x509.Certificate | None, verify_errors: list[int], names: Mapping[str, str], san_shape: str
+) -> dict[str, str]:
+    """The custom request headers the load balancer would add for this handshake."""
+    values = dict.fromkeys(names, "")
+    if leaf is None:
+        values.update(present="false", chain_verified="false", error="client_cert_not_provided")
+        return {names[attribute]: value for attribute, value in values.items()}
+    verified = not verify_errors
+    values.update(
+        present="true",
+        chain_verified="true" if verified else "false",
+        error="" if verified else _error_code(verify_errors),
+        sha256_fingerprint=base64.b64encode(hashlib.sha256(leaf.public_bytes(Encoding.DER)).digest())
+        .decode()
+        .rstrip("="),
+        serial_number=_serial(leaf.serial_number),
+        valid_not_before=leaf.not_valid_before_utc.isoformat(),
+        valid_not_after=leaf.not_valid_after_utc.isoformat(),
+    )
+    dns, uris = _sans(leaf)
+    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
+    values["spiffe_id"] = spiffe[0] if len(spiffe) == 1 else ""
+    values["dnsname_sans"] = encode_sans(dns, san_shape)
+    values["uri_sans"] = encode_sans([uri for uri in uris if not uri.startswith("spiffe://")], san_shape)
+    return {names[attribute]: value for attribute, value in values.items()}
+
+
+def encode_sans(sans: list[str], shape: str) -> str:
+    """Both readings of "comma-separated Base64-encoded list"."""
+    if not sans:
+        return ""
+    if shape == "joined":
+        return base64.b64encode(",".join(sans).encode()).decode()
+    return ",".join(base64.b64encode(san.encode()).decode() for san in sans)
+
+
+def _error_code(errors: list[int]) -> str:
+    if X509_V_ERR_INVALID_PURPOSE in errors:
+        return "client_cert_chain_invalid_eku"
+    return "client_cert_validation_failed"
+
+
+def _serial(serial: int) -> str:
+    # DER INTEGER content bytes (a leading 00 when the high bit is set), as in
+    # the documented sample "00:c9:77:...".
+    raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return ":".join(f"{byte:02x}" for byte in raw)
+
+
+def _sans(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
+    try:
+        extension = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    return (
+        extension.get_values_for_type(x509.DNSName),
+        extension.get_values_for_type(x509.UniformResourceIdentifier),
+    )
+
+
+class _TlsStream(io.RawIOBase):
+    """File-like view of a pyOpenSSL connection, for http.server's rfile and wfile."""
+
+    def __init__(self, connection: SSL.Connection):
+        self._connection = connection
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        try:
+            data = self._connection.recv(len(buffer))
+        except (SSL.ZeroReturnError, SSL.SysCallError):
+            return 0
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data) -> int:
+        self._connection.sendall(bytes(data))
+        return len(data)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: MtlsGateway
+
+    def setup(self) -> None:
+        connection: SSL.Connection = self.request
+        connection.set_app_data([])
+        try:
+            connection.do_handshake()
+        except SSL.Error:
+            # A failed proof of possession or a broken handshake never reaches the backend.
+            self.close_connection = True
+            self.rfile = io.BytesIO()
+            self.wfile = io.BytesIO()
+            return
+        leaf = connection.get_peer_certificate(as_cryptography=True)
+        config = self.server.config
+        self.injected = certificate_headers(leaf, connection.get_app_data(), config.header_names,
+                                            config.san_shape)
+        self.rfile = io.BufferedReader(_TlsStream(connection))
+        self.wfile = _TlsStream(connection)
+
+    def handle_one_request(self) -> None:
+        if not hasattr(self, "injected"):
+            self.close_connection = True
+            return
+        super().handle_one_request()
+
+    def _proxy(self) -> None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.send_error(411, "chunked bodies are not supported by the dev gateway")
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        injected_lower = {name.lower() for name in self.injected}
+        headers = [
+            (name, value) for name, value in self.headers.items()
+            if name.lower() not in HOP_BY_HOP and name.lower() not in injected_lower
+            and name.lower() != "x-forwarded-for"
+        ]
+        headers += list(self.injected.items())
+        headers += [("X-Forwarded-For", f"{self.client_address[0]},127.0.0.1"),
+                    ("X-Forwarded-Proto", "https"), ("Host", self.headers.get("Host", ""))]
+        backend = urlsplit(self.server.config.backend)
+        upstream = http.client.HTTPConnection(backend.hostname, backend.port or 80, timeout=60)
+        try:
+            upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers:
+                upstream.putheader(name, value)
+            upstream.putheader("Content-Length", str(len(body)))
+            upstream.endheaders(body)
+            response = upstream.getresponse()
+            payload = response.read()
+        except OSError as error:
+            self.send_error(502, f"backend unavailable: {error}")
+            return
+        finally:
+            upstream.close()
+        self.send_response_only(response.status, response.reason)
+        for name, value in response.getheaders():
+            if name.lower() not in HOP_BY_HOP:
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _proxy
+
+    def log_message(self, format: str, *args) -> None:
+        if self.server.verbose:
+            super().log_message(format, *args)
+
+
+class MtlsGateway(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], config: GatewayConfig, verbose: bool = False):
+        self.config = config
+        self.verbose = verbose
+        self.tls = SSL.Context(SSL.TLS_SERVER_METHOD)
+        self.tls.set_min_proto_version(SSL.TLS1_2_VERSION)
+        self.tls.use_certificate_chain_file(config.cert_file)
+        self.tls.use_privatekey_file(config.key_file)
+        self.tls.load_verify_locations(config.ca_file)
+        self.tls.set_verify(SSL.VERIFY_PEER, _record_verify_result)
+        super().__init__(address, _Handler)
+
+    def get_request(self):
+        sock, address = self.socket.accept()
+        connection = SSL.Connection(self.tls, sock)
+        connection.set_accept_state()
+        return connection, address
+
+    def shutdown_request(self, request) -> None:
+        try:
+            request.shutdown()
+        except SSL.Error:
+            pass
+        try:
+            request.sock_shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        request.close()
+
+
+def _record_verify_result(connection: SSL.Connection, _cert, errnum: int, _depth: int, ok: int) -> bool:
+    # ALLOW_INVALID_OR_MISSING_CLIENT_CERT: note the failure, finish the handshake anyway.
+    if not ok:
+        connection.get_app_data().append(errnum)
+    return True
+
+
+def serve(host: str, port: int, config: GatewayConfig, verbose: bool = False) -> MtlsGateway:
+    """Start the gateway on a background thread and return it (``.shutdown()`` stops it)."""
+    gateway = MtlsGateway((host, port), config, verbose)
+    threading.Thread(target=gateway.serve_forever, name="mtls-gateway", daemon=True).start()
+    return gateway
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devtools.gateway", description=__doc__.split("\n")[0])
+    parser.add_argument("--backend", default="http://127.0.0.1:8080")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--pki", default=".local/pki", help="folder with ca.pem, server.pem, server-key.pem")
+    parser.add_argument("--san-shape", choices=SAN_SHAPES, default="each",
+                        help="encode SAN lists item by item (each) or as one joined blob")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    config = GatewayConfig(
+        backend=args.backend,
+        ca_file=os.path.join(args.pki, "ca.pem"),
+        cert_file=os.path.join(args.pki, "server.pem"),
+        key_file=os.path.join(args.pki, "server-key.pem"),
+        header_names=header_names_from_environment(os.environ),
+        san_shape=args.san_shape,
+    )
+    gateway = MtlsGateway((args.host, args.port), config, args.verbose)
+    print(f"mTLS gateway on https://{args.host}:{args.port} -> {args.backend}", file=sys.stderr, flush=True)
+    try:
+        gateway.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Audit logging: exactly one structured line per token request.
+
+The line is JSON on stdout in the shape Cloud Logging parses into a LogEntry
+(severity, message, labels, trace, httpRequest). Its labels hold every mTLS
+header value the load balancer passed, so a failed attempt can be diagnosed
+from the line alone. It never holds a token or a key: records are built from
+named fields only.
+
+Two writers produce the same entry: ``JsonLineWriter`` (no dependencies) and
+``CloudLoggingWriter`` (google-cloud-logging's ``StructuredLogHandler``), whose
+heavy import is started in the background so it never delays a cold start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from token_service.errors import OAuthError
+
+LABEL_VALUE_LIMIT = 1024
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
+
+
+@dataclass(frozen=True)
+class Trace:
+    trace_id: str
+    span_id: str | None
+    sampled: bool
+
+
+@dataclass(frozen=True)
+class HttpRequestInfo:
+    method: str
+    url: str
+    user_agent: str
+    remote_ip: str
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    severity: str
+    message: str
+    labels: dict[str, str]
+    trace: Trace | None = None
+    http_request: HttpRequestInfo | None = None
+    status: int = 200
+    latency_seconds: float = 0.0
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class AuditWriter(Protocol):
+    def write(self, record: AuditRecord) -> None: ...
+
+
+def parse_trace(headers: Mapping[str, str]) -> Trace | None:
+    """Trace context from W3C ``traceparent``, else ``X-Cloud-Trace-Context``."""
+    match = _TRACEPARENT.match(headers.get("traceparent", "").strip())
+    if match:
+        return Trace(match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1)
+    match = _CLOUD_TRACE.match(headers.get("x-cloud-trace-context", "").strip())
+    if match:
+        span = f"{int(match.group(2)):016x}" if match.group(2) else None
+        return Trace(match.group(1).lower(), span, match.group(3) == "1")
+    return None
+
+
+def mtls_header_labels(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
+    """``header/<name>`` labels for every configured mTLS header the request carried."""
+    labels = {}
+    for name in names:
+        value = headers.get(name.lower())
+        if value is not None:
+            labels[f"header/{name.lower()}"] = bounded(value)
+    return labels
+
+
+def token_attempt(
+    *,
+    labels: dict[str, str],
+    error: OAuthError | None,
+    message: str,
+    trace: Trace | None,
+    http_request: HttpRequestInfo | None,
+    latency_seconds: float,
+) -> AuditRecord:
+    """The audit record of one /token attempt, issued or refused."""
+    if error is None:
+        severity, status, outcome = "INFO", 200, {"outcome": "issued"}
+    else:
+        severity = "ERROR" if error.status >= 500 else "WARNING"
+        status = error.status
+        outcome = {"outcome": "refused", "reason": error.reason.value, "error": error.error}
+    return AuditRecord(
+        severity=severity,
+        message=message,
+        labels={"event": "token", **outcome, "status": str(status), **labels},
+        trace=trace,
+        http_request=http_request,
+        status=status,
+        latency_seconds=latency_seconds,
+    )
+
+
+def bounded(value: str) -> str:
+    if len(value) <= LABEL_VALUE_LIMIT:
+        return value
+    return value[:LABEL_VALUE_LIMIT] + f"...[{len(value)} chars]"
+
+
+class JsonLineWriter:
+    """Writes one Cloud Logging structured JSON line per record."""
+
+    def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
+        self._stream = stream
+        self._project_id = project_id
+        self._lock = threading.Lock()
+
+    def write(self, record: AuditRecord) -> None:
+        entry: dict[str, Any] = {
+            "severity": record.severity,
+            "message": record.message,
+            **record.fields,
+            "logging.googleapis.com/labels": record.labels,
+        }
+        if record.trace is not None:
+            entry.update(_trace_fields(record.trace, self._project_id))
+        if record.http_request is not None:
+            entry["httpRequest"] = _http_request(record)
+        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n"
+        stream = self._stream or sys.stdout
+        with self._lock:
+            stream.write(line)
+            stream.flush()
+
+
+class CloudLoggingWriter:
+    """Writes through google-cloud-logging's ``StructuredLogHandler``."""
+
+    def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
+        self._stream = stream
+        self._project_id = project_id
+        self._logger: logging.Logger | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._load, name="audit-log-import", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            from google.cloud.logging_v2.handlers import StructuredLogHandler
+
+            # sys.__stdout__ is where the handler writes on Cloud Functions too:
+            # it bypasses functions-framework's stdout redirection.
+            handler = StructuredLogHandler(
+                project_id=self._project_id, stream=self._stream or sys.__stdout__
+            )
+            logger = logging.getLogger("token_service.audit")
+            logger.propagate = False
+            logger.setLevel(logging.INFO)
+            logger.handlers = [handler]
+            self._logger = logger
+        finally:
+            self._ready.set()
+
+    def write(self, record: AuditRecord) -> None:
+        self._ready.wait()
+        if self._logger is None:
+            raise RuntimeError("google-cloud-logging could not be loaded")
+        extra: dict[str, Any] = {"labels": record.labels, "json_fields": record.fields}
+        if record.trace is not None:
+            extra.update(trace=record.trace.trace_id, span_id=record.trace.span_id)
+            extra["trace_sampled"] = record.trace.sampled
+        if record.http_request is not None:
+            extra["http_request"] = _http_request(record)
+        self._logger.log(logging.getLevelName(record.severity), record.message, extra=extra)
+
+
+def audit_writer(handler: str, project_id: str | None, stream: IO[str] | None = None) -> AuditWriter:
+    if handler == "cloud-logging":
+        return CloudLoggingWriter(stream, project_id)
+    return JsonLineWriter(stream, project_id)
+
+
+def _trace_fields(trace: Trace, project_id: str | None) -> dict[str, Any]:
+    trace_name = f"projects/{project_id}/traces/{trace.trace_id}" if project_id else trace.trace_id
+    fields: dict[str, Any] = {"logging.googleapis.com/trace": trace_name}
+    if trace.span_id:
+        fields["logging.googleapis.com/spanId"] = trace.span_id
+    fields["logging.googleapis.com/trace_sampled"] = trace.sampled
+    return fields
+
+
+def _http_request(record: AuditRecord) -> dict[str, Any]:
+    request = record.http_request
+    assert request is not None
+    return {
+        "requestMethod": request.method,
+        "requestUrl": request.url,
+        "userAgent": bounded(request.user_agent),
+        "remoteIp": request.remote_ip,
+        "status": record.status,
+        "latency": f"{record.latency_seconds:.6f}s",
+    }

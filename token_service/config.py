@@ -1,0 +1,289 @@
+"""Configuration: environment variables, validated once at cold start.
+
+``load_settings`` reads a plain mapping (``os.environ`` in production), checks
+every variable and raises one ``ConfigurationError`` that lists every problem,
+so a misconfigured deployment fails before it serves a single wrong token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+XLB_MTLS_FLOW = "xlb-mtls-client-credentials"
+KNOWN_FLOWS = frozenset({XLB_MTLS_FLOW})
+SIGNER_KINDS = ("local",)
+SIGNING_ALGORITHMS = ("RS256", "ES256")
+AUDIT_LOG_HANDLERS = ("json", "cloud-logging")
+# signJwt refuses an exp more than 12 h ahead; WIF allows 48 h. The lower bound wins.
+MAX_TOKEN_VALIDITY_MINUTES = 720
+
+# Header-name settings: (variable, default). Defaults are exactly the names of
+# the backend-service command in the deployment guide (seed 001).
+MTLS_HEADER_DEFAULTS = {
+    "present": ("MTLS_HEADER_CLIENT_CERT_PRESENT", "X-Client-Cert-Present"),
+    "chain_verified": ("MTLS_HEADER_CLIENT_CERT_CHAIN_VERIFIED", "X-Client-Cert-Chain-Verified"),
+    "error": ("MTLS_HEADER_CLIENT_CERT_ERROR", "X-Client-Cert-Error"),
+    "sha256_fingerprint": ("MTLS_HEADER_CLIENT_CERT_SHA256_FINGERPRINT", "X-Client-Cert-Hash"),
+    "serial_number": ("MTLS_HEADER_CLIENT_CERT_SERIAL_NUMBER", "X-Client-Cert-Serial-Number"),
+    "spiffe_id": ("MTLS_HEADER_CLIENT_CERT_SPIFFE_ID", "X-Client-Cert-SPIFFE"),
+    "uri_sans": ("MTLS_HEADER_CLIENT_CERT_URI_SANS", "X-Client-Cert-URI-SANs"),
+    "dnsname_sans": ("MTLS_HEADER_CLIENT_CERT_DNSNAME_SANS", "X-Client-Cert-DNSName-SANs"),
+    "valid_not_before": ("MTLS_HEADER_CLIENT_CERT_VALID_NOT_BEFORE", "X-Client-Cert-Valid-Not-Before"),
+    "valid_not_after": ("MTLS_HEADER_CLIENT_CERT_VALID_NOT_AFTER", "X-Client-Cert-Valid-Not-After"),
+}
+CLIENT_ID_HEADER_VARIABLE = "MTLS_HEADER_CLIENT_ID"
+# Only headers that identify the certificate may name the client.
+CLIENT_ID_CAPABLE = ("sha256_fingerprint", "spiffe_id", "dnsname_sans", "uri_sans")
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# Google-reserved prefixes the load balancer refuses as custom header names.
+_RESERVED_HEADER_PREFIXES = ("x-google", "x-goog-", "x-gfe", "x-amz-")
+_PROJECT_NUMBER = re.compile(r"^[1-9][0-9]{0,19}$")
+# Pool and provider ids: 4-32 characters, lower-case letters, digits, hyphens.
+_POOL_OR_PROVIDER_ID = re.compile(r"^[a-z0-9-]{4,32}$")
+
+
+class ConfigurationError(Exception):
+    """Every configuration problem found, one per line."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems)
+        )
+
+
+@dataclass(frozen=True)
+class MtlsHeaderNames:
+    """Names of the request headers the load balancer fills from the client certificate."""
+
+    client_id: str
+    present: str
+    chain_verified: str
+    error: str
+    sha256_fingerprint: str
+    serial_number: str
+    spiffe_id: str
+    uri_sans: str
+    dnsname_sans: str
+    valid_not_before: str
+    valid_not_after: str
+
+    def certificate_headers(self) -> tuple[str, ...]:
+        """Every distinct header name the load balancer sets (the client id is one of them)."""
+        return tuple(getattr(self, attribute) for attribute in MTLS_HEADER_DEFAULTS)
+
+
+@dataclass(frozen=True)
+class WorkloadIdentityProvider:
+    """The workload identity pool provider that trusts this broker as an OIDC issuer."""
+
+    project_number: str
+    pool_id: str
+    provider_id: str
+
+    @property
+    def resource_name(self) -> str:
+        return (
+            f"projects/{self.project_number}/locations/global/"
+            f"workloadIdentityPools/{self.pool_id}/providers/{self.provider_id}"
+        )
+
+    @property
+    def sts_audience(self) -> str:
+        """The audience Google STS expects in a token exchange request."""
+        return f"//iam.googleapis.com/{self.resource_name}"
+
+    @property
+    def token_audience(self) -> str:
+        """The ``aud`` of issued ID tokens: the provider's default allowed audience."""
+        return f"https://iam.googleapis.com/{self.resource_name}"
+
+    def principal(self, subject: str) -> str:
+        return (
+            f"principal://iam.googleapis.com/projects/{self.project_number}/locations/global/"
+            f"workloadIdentityPools/{self.pool_id}/subject/{subject}"
+        )
+
+
+@dataclass(frozen=True)
+class SignerSettings:
+    kind: str
+    algorithm: str
+    key_file: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    issuer: str
+    provider: WorkloadIdentityProvider
+    auth_flows: frozenset[str]
+    token_validity_seconds: int
+    mtls_headers: MtlsHeaderNames
+    signer: SignerSettings
+    audit_log_handler: str
+    project_id: str | None
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Validate every variable; raise ``ConfigurationError`` listing all problems."""
+    reader = _Reader(environ)
+    issuer = _issuer(reader)
+    provider = _provider(reader)
+    flows = _auth_flows(reader)
+    validity = _token_validity(reader)
+    headers = _mtls_headers(reader)
+    signer = _signer(reader)
+    audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
+    project_id = reader.get("GOOGLE_CLOUD_PROJECT")
+    if reader.problems:
+        raise ConfigurationError(reader.problems)
+    return Settings(
+        issuer=issuer,
+        provider=provider,
+        auth_flows=flows,
+        token_validity_seconds=validity,
+        mtls_headers=headers,
+        signer=signer,
+        audit_log_handler=audit,
+        project_id=project_id,
+    )
+
+
+class _Reader:
+    """Reads trimmed values (empty counts as unset) and collects problems."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self._environ = environ
+        self.problems: list[str] = []
+
+    def get(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def get_aliased(self, name: str, alias: str) -> str | None:
+        value, legacy = self.get(name), self.get(alias)
+        if value and legacy and value != legacy:
+            self.fail(f"{name}={value!r} and its alias {alias}={legacy!r} disagree; set only {name}")
+        return value or legacy
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str | None) -> str:
+        value = self.get(name) or default
+        if value is None:
+            self.fail(f"{name} is required; one of: {', '.join(allowed)}")
+            return ""
+        if value not in allowed:
+            self.fail(f"{name}={value!r} is not one of: {', '.join(allowed)}")
+        return value
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+
+
+def _issuer(reader: _Reader) -> str:
+    value = reader.get("TOKEN_ISSUER")
+    if value is None:
+        reader.fail(
+            "TOKEN_ISSUER is required: the public https URL of the load balancer, "
+            "exactly as in the provider's --issuer-uri (e.g. https://token-service.example.com)"
+        )
+        return ""
+    issuer = value[:-1] if value.endswith("/") else value
+    parts = urlsplit(issuer)
+    if parts.scheme != "https" or not parts.hostname:
+        reader.fail(f"TOKEN_ISSUER={value!r} must be an https URL with a host name")
+    elif parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        reader.fail(
+            f"TOKEN_ISSUER={value!r} must be an origin only (https://host[:port]): the broker "
+            "serves discovery at <issuer>/.well-known/openid-configuration"
+        )
+    return issuer
+
+
+def _provider(reader: _Reader) -> WorkloadIdentityProvider:
+    project = reader.get_aliased(
+        "WORKLOAD_IDENTITY_PROJECT_NUMBER", "WORKLOAD_IDENITY_PROJECT_NUMBER"
+    )
+    pool = reader.get_aliased("WORKLOAD_IDENTITY_POOL_ID", "WORKLOAD_IDENITY_POOL_ID")
+    provider = reader.get_aliased("WORKLOAD_IDENTITY_PROVIDER_ID", "WORKLOAD_IDENITY_PROVIDER_ID")
+    if project is None:
+        reader.fail("WORKLOAD_IDENTITY_PROJECT_NUMBER is required (the project number, not the id)")
+    elif not _PROJECT_NUMBER.match(project):
+        reader.fail(
+            f"WORKLOAD_IDENTITY_PROJECT_NUMBER={project!r} must be the numeric project number "
+            "(gcloud projects describe PROJECT --format='value(projectNumber)')"
+        )
+    for name, value in (("WORKLOAD_IDENTITY_POOL_ID", pool), ("WORKLOAD_IDENTITY_PROVIDER_ID", provider)):
+        if value is None:
+            reader.fail(f"{name} is required")
+        elif not _POOL_OR_PROVIDER_ID.match(value) or value.startswith("gcp-"):
+            reader.fail(
+                f"{name}={value!r} is not a valid id: 4-32 lower-case letters, digits or "
+                "hyphens, not starting with 'gcp-'"
+            )
+    return WorkloadIdentityProvider(project or "", pool or "", provider or "")
+
+
+def _auth_flows(reader: _Reader) -> frozenset[str]:
+    value = reader.get("AUTH_FLOWS")
+    if value is None:
+        return frozenset({XLB_MTLS_FLOW})
+    flows = frozenset(item.strip() for item in value.split(",") if item.strip())
+    unknown = sorted(flows - KNOWN_FLOWS)
+    if unknown:
+        reader.fail(
+            f"AUTH_FLOWS names unknown flows {', '.join(unknown)}; known: {', '.join(sorted(KNOWN_FLOWS))}"
+        )
+    if not flows:
+        reader.fail("AUTH_FLOWS enables no flow")
+    return flows
+
+
+def _token_validity(reader: _Reader) -> int:
+    value = reader.get("TOKEN_VALIDITY") or "5"
+    if not value.isdigit() or not 1 <= int(value) <= MAX_TOKEN_VALIDITY_MINUTES:
+        reader.fail(
+            f"TOKEN_VALIDITY={value!r} must be a whole number of minutes from 1 to "
+            f"{MAX_TOKEN_VALIDITY_MINUTES}"
+        )
+        return 0
+    return int(value) * 60
+
+
+def _mtls_headers(reader: _Reader) -> MtlsHeaderNames:
+    names: dict[str, str] = {}
+    for attribute, (variable, default) in MTLS_HEADER_DEFAULTS.items():
+        name = reader.get(variable) or default
+        if not _HEADER_NAME.match(name):
+            reader.fail(f"{variable}={name!r} is not a valid HTTP header name")
+        elif name.lower().startswith(_RESERVED_HEADER_PREFIXES):
+            reader.fail(f"{variable}={name!r} uses a prefix the load balancer reserves")
+        names[attribute] = name
+    seen: dict[str, str] = {}
+    for attribute, name in names.items():
+        other = seen.setdefault(name.lower(), attribute)
+        if other != attribute:
+            reader.fail(
+                f"{MTLS_HEADER_DEFAULTS[attribute][0]} and {MTLS_HEADER_DEFAULTS[other][0]} "
+                f"both name the header {name!r}"
+            )
+    client_id = reader.get(CLIENT_ID_HEADER_VARIABLE) or names["sha256_fingerprint"]
+    capable = {names[attribute].lower(): names[attribute] for attribute in CLIENT_ID_CAPABLE}
+    if client_id.lower() not in capable:
+        reader.fail(
+            f"{CLIENT_ID_HEADER_VARIABLE}={client_id!r} cannot identify a client; use one of: "
+            + ", ".join(capable.values())
+        )
+    return MtlsHeaderNames(client_id=capable.get(client_id.lower(), client_id), **names)
+
+
+def _signer(reader: _Reader) -> SignerSettings:
+    kind = reader.choice("TOKEN_SIGNER", SIGNER_KINDS, default=None)
+    algorithm = reader.choice("SIGNING_ALGORITHM", SIGNING_ALGORITHMS, default="RS256")
+    key_file = reader.get("SIGNING_KEY_FILE")
+    if kind == "local" and key_file is None:
+        reader.fail("SIGNING_KEY_FILE is required with TOKEN_SIGNER=local (a PEM private key)")
+    return SignerSettings(kind=kind, algorithm=algorithm, key_file=key_file)

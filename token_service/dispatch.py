@@ -1,0 +1,86 @@
+"""HTTP at the edge: plain request values in, plain response values out.
+
+``main.py`` copies the framework's request into an ``HttpRequest`` and an
+``HttpResponse`` back; routing, methods and content negotiation live here, and
+nothing below this module sees HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from token_service.audit import HttpRequestInfo
+from token_service.discovery import DISCOVERY_PATH
+from token_service.service import TokenService
+
+JSON = "application/json"
+JWKS_PATHS = ("/jwks", "/.well-known/jwks.json")
+# Public metadata: short caching keeps key rotation visible within minutes.
+PUBLIC_CACHE = ("Cache-Control", "public, max-age=300")
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    headers: Mapping[str, str]  # lower-cased names
+    body: bytes = b""
+    url: str = ""
+    remote_ip: str = ""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
+    path, method = request.path, request.method.upper()
+    allowed = _allowed_methods(service, path)
+    if allowed is None:
+        return _error(404, "invalid_request", f"No endpoint at {path[:100]!r}; see {DISCOVERY_PATH}")
+    if method not in allowed:
+        return _error(
+            405, "invalid_request", f"{path} accepts {', '.join(allowed)}", (("Allow", ", ".join(allowed)),)
+        )
+    if path == "/token":
+        result = service.token(
+            body=request.body,
+            content_type=request.headers.get("content-type"),
+            headers=request.headers,
+            http_request=HttpRequestInfo(
+                method=method,
+                url=request.url,
+                user_agent=request.headers.get("user-agent", ""),
+                remote_ip=request.remote_ip,
+            ),
+        )
+        return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), _json(result.body))
+    if path == "/":
+        return HttpResponse(307, (("Location", service.settings.issuer + DISCOVERY_PATH),), b"")
+    document = service.discovery_json if path == DISCOVERY_PATH else service.jwks_json
+    assert document is not None
+    return HttpResponse(200, (("Content-Type", JSON), PUBLIC_CACHE), b"" if method == "HEAD" else document)
+
+
+def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None:
+    if path == "/token":
+        return ("POST",)
+    if path in ("/", DISCOVERY_PATH) or (path in JWKS_PATHS and service.jwks_json is not None):
+        return ("GET", "HEAD")
+    return None
+
+
+def _error(
+    status: int, error: str, description: str, headers: tuple[tuple[str, str], ...] = ()
+) -> HttpResponse:
+    body = _json({"error": error, "error_description": description})
+    return HttpResponse(status, (("Content-Type", JSON), *headers), body)
+
+
+def _json(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()

@@ -1,0 +1,64 @@
+"""Refusals as data: an RFC 6749 error code, an HTTP status and a stable reason.
+
+Every way a token request can fail is a ``Reason``: the audit line carries it as
+a label and operators query by it, so the list is closed and each value keeps
+its spelling once released.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Reason(str, enum.Enum):
+    """Why a token request was refused (the audit line's ``reason`` label)."""
+
+    MALFORMED_REQUEST = "malformed_request"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+    FLOW_DISABLED = "flow_disabled"
+    MTLS_HEADERS_MISSING = "mtls_headers_missing"
+    NO_CLIENT_CERTIFICATE = "no_client_certificate"
+    CERTIFICATE_NOT_VERIFIED = "certificate_not_verified"
+    CERTIFICATE_ERROR = "certificate_error"
+    CERTIFICATE_EXPIRED = "certificate_expired"
+    CERTIFICATE_NOT_YET_VALID = "certificate_not_yet_valid"
+    MALFORMED_CERTIFICATE_HEADER = "malformed_certificate_header"
+    CLIENT_ID_MISSING = "client_id_missing"
+    CLIENT_ID_TOO_LONG = "client_id_too_long"
+    SIGNING_FAILED = "signing_failed"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class OAuthError(Exception):
+    """An RFC 6749 section 5.2 error response, raised by any layer below dispatch."""
+
+    status: int
+    error: str
+    description: str
+    reason: Reason
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    def __str__(self) -> str:
+        return f"{self.error}: {self.description}"
+
+
+def invalid_request(description: str, reason: Reason = Reason.MALFORMED_REQUEST) -> OAuthError:
+    status = 413 if reason is Reason.BODY_TOO_LARGE else 400
+    return OAuthError(status, "invalid_request", description, reason)
+
+
+def unsupported_grant_type(description: str, reason: Reason) -> OAuthError:
+    return OAuthError(400, "unsupported_grant_type", description, reason)
+
+
+def invalid_client(description: str, reason: Reason) -> OAuthError:
+    # RFC 6749 5.2 asks for a WWW-Authenticate challenge only when the client
+    # tried the Authorization header; a TLS client certificate has no scheme.
+    return OAuthError(401, "invalid_client", description, reason)
+
+
+def server_error(description: str, reason: Reason = Reason.INTERNAL_ERROR) -> OAuthError:
+    return OAuthError(500, "server_error", description, reason)

@@ -1,0 +1,228 @@
+"""The ``xlb-mtls-client-credentials`` flow (RFC 8705 ``tls_client_auth``).
+
+The Google load balancer checks the client certificate and passes what it saw
+in custom request headers. This module turns those header values into a
+``ClientCertificate`` or refuses with a reason the client can act on. Formats
+follow the load balancer's documented variables (google-contracts.md section 1).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from token_service.config import MtlsHeaderNames
+from token_service.errors import OAuthError, Reason, invalid_client
+
+# google.subject, which WIF maps from client_id, "cannot exceed 127 bytes".
+MAX_CLIENT_ID_BYTES = 127
+_PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """What the load balancer reported about a verified client certificate."""
+
+    client_id: str
+    sha256_fingerprint: str  # standard base64, unpadded, as the load balancer sends it
+    serial_number: str
+    spiffe_id: str
+    dns_sans: tuple[str, ...]
+    uri_sans: tuple[str, ...]
+    not_before: datetime | None
+    not_after: datetime | None
+
+    @property
+    def x5t_s256(self) -> str:
+        """RFC 8705 certificate thumbprint (base64url of the SHA-256 of the DER)."""
+        return base64.urlsafe_b64encode(decode_fingerprint(self.sha256_fingerprint)).decode().rstrip("=")
+
+
+def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: datetime) -> ClientCertificate:
+    """Return the verified client certificate or raise ``OAuthError`` (401 invalid_client).
+
+    ``headers`` maps lower-cased header names to values.
+    """
+
+    def header(name: str) -> str | None:
+        return headers.get(name.lower())
+
+    present = header(names.present)
+    if present is None:
+        raise invalid_client(
+            f"The request carries no {names.present} header: it did not come through the mTLS "
+            "load balancer, or the backend service lacks its custom request headers",
+            Reason.MTLS_HEADERS_MISSING,
+        )
+    if present.strip().lower() != "true":
+        raise invalid_client(
+            f"A client certificate is required ({names.present}: {_shown(present)})",
+            Reason.NO_CLIENT_CERTIFICATE,
+        )
+    error = (header(names.error) or "").strip()
+    verified = (header(names.chain_verified) or "").strip()
+    if verified.lower() != "true":
+        detail = f"; load balancer error: {_shown(error)}" if error else ""
+        raise invalid_client(
+            f"The client certificate did not pass verification against the trust config "
+            f"({names.chain_verified}: {_shown(verified)}{detail})",
+            Reason.CERTIFICATE_NOT_VERIFIED,
+        )
+    if error:
+        raise invalid_client(
+            f"The load balancer reported a client certificate error: {_shown(error)}",
+            Reason.CERTIFICATE_ERROR,
+        )
+
+    fingerprint = _fingerprint(header(names.sha256_fingerprint), names.sha256_fingerprint)
+    certificate = ClientCertificate(
+        client_id="",
+        sha256_fingerprint=fingerprint,
+        serial_number=_printable(header(names.serial_number), names.serial_number),
+        spiffe_id=_spiffe_id(header(names.spiffe_id), names.spiffe_id),
+        dns_sans=_san_list(header(names.dnsname_sans), names.dnsname_sans),
+        uri_sans=_san_list(header(names.uri_sans), names.uri_sans),
+        not_before=_timestamp(header(names.valid_not_before), names.valid_not_before),
+        not_after=_timestamp(header(names.valid_not_after), names.valid_not_after),
+    )
+    _check_validity(certificate, now)
+    return _with_client_id(certificate, names)
+
+
+def decode_fingerprint(value: str) -> bytes:
+    """Decode a base64 SHA-256 fingerprint, padded or not; ``ValueError`` if it is not one."""
+    text = value.strip().rstrip("=")
+    try:
+        digest = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as error:
+        raise ValueError("not base64") from error
+    if len(digest) != 32:
+        raise ValueError("not a SHA-256 digest")
+    return digest
+
+
+def parse_san_header(value: str) -> tuple[str, ...]:
+    """Decode a SAN header in either shape the load balancer documentation allows.
+
+    "Comma-separated Base64-encoded list" is read two ways: each SAN encoded on
+    its own and the results joined with commas, or one encoding of the joined
+    list. Base64 has no comma, so a raw comma means the first shape; otherwise
+    the decoded text is split on commas (DNS names cannot contain one).
+    """
+    value = value.strip()
+    if not value:
+        return ()
+    items = value.split(",")
+    decoded = [_decode_text(item.strip()) for item in items]
+    if len(items) == 1:
+        decoded = decoded[0].split(",")
+    sans = tuple(san.strip() for san in decoded)
+    if any(not san or not _PRINTABLE.match(san) for san in sans):
+        raise ValueError("empty or non-printable SAN")
+    return sans
+
+
+def _with_client_id(certificate: ClientCertificate, names: MtlsHeaderNames) -> ClientCertificate:
+    by_header = {
+        names.sha256_fingerprint: certificate.sha256_fingerprint,
+        names.spiffe_id: certificate.spiffe_id,
+        names.dnsname_sans: certificate.dns_sans[0] if certificate.dns_sans else "",
+        names.uri_sans: certificate.uri_sans[0] if certificate.uri_sans else "",
+    }
+    client_id = by_header[names.client_id]
+    if not client_id:
+        raise invalid_client(
+            f"The client certificate was verified, but {names.client_id} (configured as "
+            "MTLS_HEADER_CLIENT_ID) is empty, so it names no client",
+            Reason.CLIENT_ID_MISSING,
+        )
+    size = len(client_id.encode())
+    if size > MAX_CLIENT_ID_BYTES:
+        raise invalid_client(
+            f"The client id from {names.client_id} is {size} bytes; workload identity "
+            f"federation accepts at most {MAX_CLIENT_ID_BYTES} bytes in google.subject",
+            Reason.CLIENT_ID_TOO_LONG,
+        )
+    return replace(certificate, client_id=client_id)
+
+
+def _check_validity(certificate: ClientCertificate, now: datetime) -> None:
+    # The load balancer already refuses expired chains; checking again costs
+    # nothing and keeps a stale or forged header from minting tokens.
+    if certificate.not_after is not None and now >= certificate.not_after:
+        raise invalid_client(
+            f"The client certificate expired at {certificate.not_after.isoformat()}",
+            Reason.CERTIFICATE_EXPIRED,
+        )
+    if certificate.not_before is not None and now < certificate.not_before:
+        raise invalid_client(
+            f"The client certificate is not valid before {certificate.not_before.isoformat()}",
+            Reason.CERTIFICATE_NOT_YET_VALID,
+        )
+
+
+def _fingerprint(value: str | None, name: str) -> str:
+    try:
+        decode_fingerprint(value or "")
+    except ValueError:
+        raise _malformed(name, value, "a base64 SHA-256 fingerprint") from None
+    return (value or "").strip().rstrip("=")
+
+
+def _san_list(value: str | None, name: str) -> tuple[str, ...]:
+    try:
+        return parse_san_header(value or "")
+    except ValueError:
+        raise _malformed(name, value, "a comma-separated base64 list of SANs") from None
+
+
+def _spiffe_id(value: str | None, name: str) -> str:
+    spiffe_id = _printable(value, name)
+    if spiffe_id and not spiffe_id.startswith("spiffe://"):
+        raise _malformed(name, value, "a spiffe:// URI")
+    return spiffe_id
+
+
+def _printable(value: str | None, name: str) -> str:
+    text = (value or "").strip()
+    if not _PRINTABLE.match(text):
+        raise _malformed(name, value, "printable ASCII")
+    return text
+
+
+def _timestamp(value: str | None, name: str) -> datetime | None:
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise _malformed(name, value, "an RFC 3339 timestamp with offset")
+    return moment
+
+
+def _decode_text(item: str) -> str:
+    try:
+        raw = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
+        return raw.decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as error:
+        raise ValueError("not base64 text") from error
+
+
+def _malformed(name: str, value: str | None, expected: str) -> OAuthError:
+    return invalid_client(
+        f"The {name} header is not {expected} ({name}: {_shown(value or '')})",
+        Reason.MALFORMED_CERTIFICATE_HEADER,
+    )
+
+
+def _shown(value: str, limit: int = 80) -> str:
+    """A header value quoted for an error description: bounded and printable."""
+    text = "".join(ch if " " <= ch <= "~" else "?" for ch in value[:limit])
+    return repr(text + ("..." if len(value) > limit else ""))

@@ -1,0 +1,48 @@
+"""Token endpoint response bodies, in the two formats clients ask for.
+
+``oauth`` is RFC 6749 section 5.1/5.2 JSON. ``external_credential`` is the
+executable-sourced credential format Google client libraries read from a
+credential helper's stdout (AIP-4117): the same statuses, another body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from token_service.errors import OAuthError
+
+OAUTH_FORMAT = "oauth"
+EXTERNAL_CREDENTIAL_FORMAT = "external_credential"
+RESPONSE_FORMATS = (OAUTH_FORMAT, EXTERNAL_CREDENTIAL_FORMAT)
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+EXECUTABLE_RESPONSE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    id_token: str
+    id_token_expires_at: int
+
+
+def success_body(tokens: IssuedTokens, response_format: str) -> dict[str, Any]:
+    if response_format == EXTERNAL_CREDENTIAL_FORMAT:
+        return {
+            "version": EXECUTABLE_RESPONSE_VERSION,
+            "success": True,
+            "token_type": ID_TOKEN_TYPE,
+            "id_token": tokens.id_token,
+            "expiration_time": tokens.id_token_expires_at,
+        }
+    return {"id_token": tokens.id_token}
+
+
+def error_body(error: OAuthError, response_format: str) -> dict[str, Any]:
+    if response_format == EXTERNAL_CREDENTIAL_FORMAT:
+        return {
+            "version": EXECUTABLE_RESPONSE_VERSION,
+            "success": False,
+            "code": error.error,
+            "message": error.description,
+        }
+    return {"error": error.error, "error_description": error.description}

@@ -1,0 +1,181 @@
+"""The token service: one object built at cold start, holding what requests share.
+
+``TokenService.token`` runs one token request from plain values to a plain
+result: request form -> flow -> claims -> signer -> response body, and always
+one audit line, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from token_service import mtls
+from token_service.audit import (
+    AuditWriter,
+    HttpRequestInfo,
+    audit_writer,
+    mtls_header_labels,
+    parse_trace,
+    token_attempt,
+)
+from token_service.claims import certificate_claims
+from token_service.config import XLB_MTLS_FLOW, Settings, load_settings
+from token_service.discovery import FLOW_METADATA, discovery_document
+from token_service.errors import (
+    OAuthError,
+    Reason,
+    invalid_request,
+    server_error,
+    unsupported_grant_type,
+)
+from token_service.responses import OAUTH_FORMAT, IssuedTokens, error_body, success_body
+from token_service.signers import Signer, SigningError, load_signer
+from token_service.token_request import parse_token_request
+
+_log = logging.getLogger(__name__)
+# RFC 6749 5.1: token responses must not be cached.
+NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
+# Parameters of features this version does not offer: refused, never ignored,
+# so a client never believes it got something it did not.
+_UNSUPPORTED_PARAMETERS = ("scope", "service_account", "audience")
+
+
+@dataclass(frozen=True)
+class TokenResult:
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[str, str], ...] = NO_STORE
+
+
+class TokenService:
+    def __init__(
+        self,
+        settings: Settings,
+        signer: Signer,
+        audit: AuditWriter,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.settings = settings
+        self.signer = signer
+        self._audit = audit
+        self._clock = clock
+        self._header_names = settings.mtls_headers.certificate_headers()
+        self.discovery_json = _json_bytes(
+            discovery_document(
+                issuer=settings.issuer,
+                jwks_uri=signer.jwks_uri(settings.issuer),
+                algorithm=signer.algorithm,
+                enabled_flows=settings.auth_flows,
+            )
+        )
+        jwks = signer.public_jwks()
+        self.jwks_json = _json_bytes(jwks) if jwks is not None else None
+
+    def token(
+        self,
+        *,
+        body: bytes,
+        content_type: str | None,
+        headers: Mapping[str, str],
+        http_request: HttpRequestInfo | None = None,
+    ) -> TokenResult:
+        """Answer one POST /token. ``headers`` maps lower-cased names to values."""
+        started = time.monotonic()
+        labels = mtls_header_labels(headers, self._header_names)
+        response_format = OAUTH_FORMAT
+        error: OAuthError | None = None
+        try:
+            request = parse_token_request(body, content_type)
+            response_format = request.response_format
+            labels.update(grant_type=request.grant_type[:64], format=response_format)
+            flow = self._flow_for(request.grant_type)
+            labels["flow"] = flow
+            for name in _UNSUPPORTED_PARAMETERS:
+                if request.parameters.get(name):
+                    raise invalid_request(
+                        f"The {name} parameter is not supported by this deployment; "
+                        "request the ID token alone"
+                    )
+            issued = self._issue_for_certificate(flow, headers, labels)
+            message = f"Issued ID token for client '{labels['client_id']}'"
+            result = TokenResult(200, success_body(issued, response_format))
+        except OAuthError as refusal:
+            error = refusal
+        except Exception:
+            # Unexpected: the client learns nothing internal, the log gets the traceback.
+            _log.exception("token request failed unexpectedly")
+            error = server_error("The token service failed unexpectedly; see its logs")
+        if error is not None:
+            message = f"Refused token request: {error.description}"
+            result = TokenResult(
+                error.status, error_body(error, response_format), NO_STORE + error.headers
+            )
+        self._audit.write(
+            token_attempt(
+                labels=labels,
+                error=error,
+                message=message,
+                trace=parse_trace(headers),
+                http_request=http_request,
+                latency_seconds=time.monotonic() - started,
+            )
+        )
+        return result
+
+    def _flow_for(self, grant_type: str) -> str:
+        if not grant_type:
+            raise invalid_request(
+                "The grant_type parameter is required (e.g. grant_type=client_credentials)"
+            )
+        for flow in sorted(self.settings.auth_flows):
+            if FLOW_METADATA[flow][0] == grant_type:
+                return flow
+        known = {grant for grant, _ in FLOW_METADATA.values()}
+        reason = Reason.FLOW_DISABLED if grant_type in known else Reason.UNSUPPORTED_GRANT_TYPE
+        enabled = ", ".join(FLOW_METADATA[flow][0] for flow in sorted(self.settings.auth_flows))
+        raise unsupported_grant_type(
+            f"The grant type {grant_type[:64]!r} is not enabled here; enabled: {enabled}", reason
+        )
+
+    def _issue_for_certificate(
+        self, flow: str, headers: Mapping[str, str], labels: dict[str, str]
+    ) -> IssuedTokens:
+        assert flow == XLB_MTLS_FLOW
+        now = self._clock()
+        certificate = mtls.authenticate(headers, self.settings.mtls_headers, _utc(now))
+        labels["client_id"] = certificate.client_id
+        claims = certificate_claims(
+            issuer=self.settings.issuer,
+            audience=self.settings.provider.token_audience,
+            flow=flow,
+            certificate=certificate,
+            issued_at=int(now),
+            validity_seconds=self.settings.token_validity_seconds,
+        )
+        try:
+            id_token = self.signer.sign(claims.payload)
+        except SigningError as failure:
+            raise server_error(f"Signing the ID token failed: {failure}", Reason.SIGNING_FAILED) from None
+        labels["jti"] = claims.jti
+        return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at)
+
+
+def service_from_environment(environ: Mapping[str, str]) -> TokenService:
+    """Build the service from configuration; raises ``ConfigurationError`` (fail closed)."""
+    settings = load_settings(environ)
+    signer = load_signer(settings.signer)
+    return TokenService(settings, signer, audit_writer(settings.audit_log_handler, settings.project_id))
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+
+
+def _json_bytes(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()

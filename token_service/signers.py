@@ -1,0 +1,115 @@
+"""Signers: turn a claims set into a signed JWT (RFC 7515/7519).
+
+A signer owns its keys and says where verifiers find the public half
+(``jwks_uri``). ``LocalKeySigner`` holds a PEM key in memory for local runs
+and tests; production signs with the IAM Credentials API instead, so there is
+no key to manage.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from token_service.config import ConfigurationError, SignerSettings
+
+MIN_RSA_KEY_BITS = 2048
+
+
+class SigningError(Exception):
+    """The signer could not produce a token (no claims were issued)."""
+
+
+class Signer(Protocol):
+    algorithm: str
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Return the compact JWS of ``claims``; raise ``SigningError`` on failure."""
+        ...
+
+    def jwks_uri(self, issuer: str) -> str:
+        """Where verifiers (Google STS included) fetch the public keys."""
+        ...
+
+    def public_jwks(self) -> dict[str, Any] | None:
+        """The JWKS the broker serves itself, or None when the keys live elsewhere."""
+        ...
+
+
+class LocalKeySigner:
+    """Signs with a private key held in this process."""
+
+    def __init__(self, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str):
+        _check_key(private_key, algorithm)
+        self.algorithm = algorithm
+        self._private_key = private_key
+        public_jwk = _public_jwk(private_key)
+        self.key_id = jwk_thumbprint(public_jwk)
+        self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
+        self._header = {"kid": self.key_id, "typ": "JWT"}
+
+    @classmethod
+    def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
+        try:
+            with open(path, "rb") as pem:
+                key = serialization.load_pem_private_key(pem.read(), password=None)
+        except OSError as error:
+            raise ValueError(f"cannot read {path}: {error.strerror}") from None
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path} is not an unencrypted PEM private key ({error})") from None
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+            raise ValueError(f"{path} holds a {type(key).__name__}; use an RSA or P-256 EC key")
+        return cls(key, algorithm)
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        return jwt.encode(dict(claims), self._private_key, algorithm=self.algorithm, headers=self._header)
+
+    def jwks_uri(self, issuer: str) -> str:
+        return f"{issuer}/jwks"
+
+    def public_jwks(self) -> dict[str, Any]:
+        return self._jwks
+
+
+def load_signer(settings: SignerSettings) -> Signer:
+    """Build the configured signer; a bad key is a configuration error."""
+    try:
+        return LocalKeySigner.from_pem_file(settings.key_file or "", settings.algorithm)
+    except ValueError as error:
+        raise ConfigurationError([f"SIGNING_KEY_FILE: {error}"]) from None
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order."""
+    required = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}[jwk["kty"]]
+    canonical = json.dumps({name: jwk[name] for name in required}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).decode().rstrip("=")
+
+
+def _public_jwk(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    if isinstance(private_key, rsa.RSAPrivateKey):
+        jwk = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+        return {name: jwk[name] for name in ("kty", "n", "e")}
+    jwk = ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
+    return {name: jwk[name] for name in ("kty", "crv", "x", "y")}
+
+
+def _check_key(private_key: object, algorithm: str) -> None:
+    if algorithm == "RS256":
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ValueError("RS256 needs an RSA key")
+        if private_key.key_size < MIN_RSA_KEY_BITS:
+            raise ValueError(f"the RSA key has {private_key.key_size} bits; use at least {MIN_RSA_KEY_BITS}")
+    elif algorithm == "ES256":
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey) or private_key.curve.name != "secp256r1":
+            raise ValueError("ES256 needs a P-256 EC key")
+    else:
+        raise ValueError(f"unsupported algorithm {algorithm}")

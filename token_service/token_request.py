@@ -1,0 +1,70 @@
+"""Parsing the token endpoint's form body (RFC 6749 sections 3.2 and 4.4).
+
+Input is the raw body and content type; output is a ``TokenRequest`` of plain
+strings, or an ``OAuthError`` naming what is wrong with the request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from token_service.errors import Reason, invalid_request
+from token_service.responses import EXTERNAL_CREDENTIAL_FORMAT, OAUTH_FORMAT, RESPONSE_FORMATS
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+MAX_BODY_BYTES = 16 * 1024
+MAX_PARAMETERS = 32
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    grant_type: str
+    response_format: str
+    parameters: dict[str, str]
+
+
+def parse_token_request(body: bytes, content_type: str | None) -> TokenRequest:
+    """Parse the form; the grant type may still be empty (the caller refuses it in the
+    requested response format, which is known only once the form is parsed)."""
+    parameters = parse_form(body, content_type)
+    return TokenRequest(parameters.get("grant_type", ""), response_format(parameters), parameters)
+
+
+def response_format(parameters: dict[str, str]) -> str:
+    """The requested response format; an unknown one is an error, not a silent default."""
+    requested = parameters.get("format") or OAUTH_FORMAT
+    if requested not in RESPONSE_FORMATS:
+        raise invalid_request(
+            f"Unknown format {requested[:40]!r}; use format={EXTERNAL_CREDENTIAL_FORMAT} or omit it"
+        )
+    return requested
+
+
+def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != FORM_CONTENT_TYPE:
+        raise invalid_request(
+            f"The token endpoint accepts {FORM_CONTENT_TYPE} bodies, not {media_type or 'no content type'}"
+        )
+    if len(body) > MAX_BODY_BYTES:
+        raise invalid_request(
+            f"The request body exceeds {MAX_BODY_BYTES} bytes", Reason.BODY_TOO_LARGE
+        )
+    try:
+        text = body.decode("utf-8")
+        pairs = parse_qsl(
+            text, keep_blank_values=True, strict_parsing=bool(text),
+            encoding="utf-8", errors="strict", max_num_fields=MAX_PARAMETERS,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise invalid_request("The request body is not a valid UTF-8 form encoding") from None
+    parameters: dict[str, str] = {}
+    for name, value in pairs:
+        if name in parameters:
+            # RFC 6749 3.2: parameters MUST NOT be included more than once.
+            raise invalid_request(f"The parameter {name[:40]!r} appears more than once")
+        if any(ord(ch) < 0x20 or ch == "\x7f" for ch in name + value):
+            raise invalid_request(f"The parameter {name[:40]!r} contains control characters")
+        parameters[name] = value
+    return parameters
