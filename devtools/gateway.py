@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -242,14 +243,10 @@ class MtlsGateway(socketserver.ThreadingMixIn, http.server.HTTPServer):
         return connection, address
 
     def shutdown_request(self, request) -> None:
-        try:
+        with contextlib.suppress(SSL.Error):
             request.shutdown()
-        except SSL.Error:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             request.sock_shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         request.close()
 
 
@@ -287,10 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     gateway = MtlsGateway((args.host, args.port), config, args.verbose)
     print(f"mTLS gateway on https://{args.host}:{args.port} -> {args.backend}", file=sys.stderr, flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         gateway.serve_forever()
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

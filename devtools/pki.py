@@ -180,7 +180,7 @@ def _write_key(path: Path, key: rsa.RSAPrivateKey) -> None:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def main(argv: list[str] | None = None) -> int:

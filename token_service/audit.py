@@ -174,7 +174,8 @@ class CloudLoggingWriter:
             raise RuntimeError("google-cloud-logging could not be loaded")
         extra: dict[str, Any] = {"labels": record.labels, "json_fields": record.fields}
         if record.trace is not None:
-            extra.update(trace=record.trace.trace_id, span_id=record.trace.span_id)
+            # An explicit trace is written as given, so it must already be the full name.
+            extra.update(trace=_trace_name(record.trace, self._project_id), span_id=record.trace.span_id)
             extra["trace_sampled"] = record.trace.sampled
         if record.http_request is not None:
             extra["http_request"] = _http_request(record)
@@ -187,9 +188,12 @@ def audit_writer(handler: str, project_id: str | None, stream: IO[str] | None = 
     return JsonLineWriter(stream, project_id)
 
 
+def _trace_name(trace: Trace, project_id: str | None) -> str:
+    return f"projects/{project_id}/traces/{trace.trace_id}" if project_id else trace.trace_id
+
+
 def _trace_fields(trace: Trace, project_id: str | None) -> dict[str, Any]:
-    trace_name = f"projects/{project_id}/traces/{trace.trace_id}" if project_id else trace.trace_id
-    fields: dict[str, Any] = {"logging.googleapis.com/trace": trace_name}
+    fields: dict[str, Any] = {"logging.googleapis.com/trace": _trace_name(trace, project_id)}
     if trace.span_id:
         fields["logging.googleapis.com/spanId"] = trace.span_id
     fields["logging.googleapis.com/trace_sampled"] = trace.sampled

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Why a token request was refused (the audit line's ``reason`` label)."""
 
     MALFORMED_REQUEST = "malformed_request"

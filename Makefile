@@ -1,0 +1,28 @@
+# Everything a fresh machine needs comes from these targets: `make run`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(STAMP)
+
+## Start the function (functions-framework on :8080) behind the local mTLS gateway (:8443).
+run: $(STAMP)
+	$(BIN)/python -m devtools.local
+
+## Lint and run the whole test suite.
+test: $(STAMP) lint
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .local .pytest_cache .ruff_cache

@@ -1,0 +1,120 @@
+"""The local stack for end-to-end tests: real functions-framework, real mTLS gateway, real certificates."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from devtools.local import free_port, local_environment, start_function, start_gateway
+from devtools.pki import ensure_dev_pki, mint_client
+
+
+@dataclass
+class Stack:
+    """One function process behind one or more gateways."""
+
+    local_dir: Path
+    pki: dict[str, Path]
+    gateway_urls: dict[str, str]
+    audit_file: Path
+    certs: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.gateway_urls["each"]
+
+    def session(self, client: str | None = "client") -> requests.Session:
+        session = requests.Session()
+        # REQUESTS_CA_BUNDLE and proxy variables from the machine would override these.
+        session.trust_env = False
+        session.verify = str(self.pki["ca"])
+        if client is not None:
+            session.cert = self.certs[client]
+        return session
+
+    def post_token(self, client: str | None = "client", data=None, headers=None, gateway: str = "each"):
+        """POST /token and return (response, the audit entry the function wrote for it)."""
+        trace_id = uuid.uuid4().hex
+        response = self.session(client).post(
+            f"{self.gateway_urls[gateway]}/token",
+            data=data if data is not None else {"grant_type": "client_credentials"},
+            headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", **(headers or {})},
+            timeout=10,
+        )
+        return response, self.audit_entry(trace_id)
+
+    def audit_entry(self, trace_id: str) -> dict:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            matches = [entry for entry in self.audit_entries()
+                       if entry.get("logging.googleapis.com/trace", "").endswith(trace_id)]
+            if matches:
+                assert len(matches) == 1, "exactly one audit line per attempt"
+                return matches[0]
+            time.sleep(0.02)
+        raise AssertionError(f"no audit line for trace {trace_id}")
+
+    def audit_entries(self) -> list[dict]:
+        entries = []
+        for line in self.audit_file.read_text().splitlines():
+            if line.startswith("{"):
+                entries.append(json.loads(line))
+        return entries
+
+
+def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None):
+    local_dir = tmp_path_factory.mktemp(name)
+    pki = ensure_dev_pki(local_dir)
+    certs = {"client": (str(pki["client_cert"]), str(pki["client_key"]))}
+    for client, options in {
+        "foreign": dict(dns=["foreign.example"], foreign_ca=True),
+        "expired": dict(dns=["expired.example"], expired=True),
+        "no-eku": dict(dns=["noeku.example"], client_auth_eku=False),
+        "multi": dict(dns=["a.fleet.example", "b.fleet.example"],
+                      uris=["https://inventory.example/device/42", "urn:device:42"],
+                      spiffe="spiffe://fleet.example/ns/meters/sa/meter-42"),
+        "bare": dict(),
+    }.items():
+        issued = mint_client(local_dir, client, **options)
+        certs[client] = (str(issued.certificate), str(issued.key))
+    function_port, each_port, joined_port = free_port(), free_port(), free_port()
+    env = local_environment(local_dir, each_port, overrides or {})
+    audit_file = local_dir / "function.log"
+    log = audit_file.open("w")
+    function = start_function(env, function_port, stdout=log, stderr=log)
+    gateways = [
+        start_gateway(pki["ca"].parent, each_port, function.url, env, san_shape="each"),
+        start_gateway(pki["ca"].parent, joined_port, function.url, env, san_shape="joined"),
+    ]
+    stack = Stack(local_dir, pki, {"each": f"https://127.0.0.1:{each_port}",
+                                   "joined": f"https://127.0.0.1:{joined_port}"}, audit_file, certs)
+    return stack, function, gateways, log
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    stack, function, gateways, log = launch(tmp_path_factory, "stack")
+    yield stack
+    for gateway in gateways:
+        gateway.shutdown()
+    function.stop()
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def spiffe_stack(tmp_path_factory):
+    """A deployment that names clients by their SPIFFE ID."""
+    stack, function, gateways, log = launch(
+        tmp_path_factory, "spiffe", {"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-SPIFFE", "TOKEN_VALIDITY": "10"}
+    )
+    yield stack
+    for gateway in gateways:
+        gateway.shutdown()
+    function.stop()
+    log.close()

@@ -1,0 +1,165 @@
+"""End to end: TLS client certificates -> mTLS gateway -> functions-framework -> verified ID token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+
+def certificate(path: str) -> x509.Certificate:
+    with open(path, "rb") as pem:
+        return x509.load_pem_x509_certificate(pem.read())
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return base64.b64encode(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()).decode().rstrip("=")
+
+
+def verify_with_discovery(stack, token: str) -> dict:
+    """Verify as a relying party would: only the discovery document and its JWKS."""
+    session = stack.session(client=None)  # Google fetches discovery without a client certificate
+    discovery = session.get(f"{stack.url}/.well-known/openid-configuration", timeout=10).json()
+    jwks = jwt.PyJWKSet.from_dict(session.get(discovery["jwks_uri"], timeout=10).json())
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] in discovery["id_token_signing_alg_values_supported"]
+    return jwt.decode(
+        token, jwks[header["kid"]].key, algorithms=discovery["id_token_signing_alg_values_supported"],
+        issuer=discovery["issuer"],
+        audience="https://iam.googleapis.com/projects/123456789012/locations/global/"
+                 "workloadIdentityPools/local-pool/providers/token-service",
+        options={"require": ["iss", "aud", "exp", "iat", "sub", "jti"]},
+    )
+
+
+def test_trusted_certificate_gets_a_token_whose_claims_are_the_certificates(stack):
+    response, audit = stack.post_token("client")
+    assert response.status_code == 200, response.text
+    assert response.headers["Cache-Control"] == "no-store"
+    claims = verify_with_discovery(stack, response.json()["id_token"])
+    cert = certificate(stack.certs["client"][0])
+    assert claims["iss"] == stack.url
+    assert claims["sub"] == claims["client_id"] == fingerprint(cert)
+    assert claims["exp"] - claims["iat"] == 300
+    assert claims["amr"] == ["xlb-mtls-client-credentials"]
+    client = claims["client"]
+    assert client["x5_sha256"] == fingerprint(cert)
+    assert int(client["x5_serial"].replace(":", ""), 16) == cert.serial_number
+    assert client["x5_dnssan"] == "client.local.test"
+    assert client["x5_spiffe"] == "spiffe://local.test/ns/demo/sa/workload"
+    assert client["x5_urisan"] == ""
+    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    assert claims["cnf"]["x5t#S256"] == base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    labels = audit["logging.googleapis.com/labels"]
+    assert audit["severity"] == "INFO" and labels["outcome"] == "issued"
+    assert labels["client_id"] == fingerprint(cert) and labels["jti"] == claims["jti"]
+    assert labels["header/x-client-cert-chain-verified"] == "true"
+    assert response.json()["id_token"] not in stack.audit_file.read_text()
+
+
+@pytest.mark.parametrize("gateway", ["each", "joined"])
+def test_several_dns_and_uri_sans_in_either_header_shape(stack, gateway):
+    response, _ = stack.post_token("multi", gateway=gateway)
+    assert response.status_code == 200, response.text
+    client = verify_with_discovery(stack, response.json()["id_token"])["client"]
+    cert = certificate(stack.certs["multi"][0])
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
+    assert client["x5_dnssans"] == sans.get_values_for_type(x509.DNSName) == ["a.fleet.example", "b.fleet.example"]
+    assert client["x5_dnssan"] == "a.fleet.example"
+    assert client["x5_spiffe"] == "spiffe://fleet.example/ns/meters/sa/meter-42"
+    assert client["x5_urisans"] == [uri for uri in uris if not uri.startswith("spiffe:")]
+    assert client["x5_urisan"] == "https://inventory.example/device/42"
+
+
+def test_certificate_without_sans(stack):
+    response, _ = stack.post_token("bare")
+    assert response.status_code == 200, response.text
+    client = verify_with_discovery(stack, response.json()["id_token"])["client"]
+    assert client["x5_dnssan"] == client["x5_urisan"] == client["x5_spiffe"] == ""
+
+
+def test_spiffe_id_as_client_id(spiffe_stack):
+    response, audit = spiffe_stack.post_token("multi")
+    assert response.status_code == 200, response.text
+    claims = verify_with_discovery(spiffe_stack, response.json()["id_token"])
+    assert claims["sub"] == claims["client_id"] == "spiffe://fleet.example/ns/meters/sa/meter-42"
+    assert claims["exp"] - claims["iat"] == 600
+    assert audit["logging.googleapis.com/labels"]["client_id"] == claims["client_id"]
+
+
+def test_spiffe_client_id_missing_from_certificate(spiffe_stack):
+    response, audit = spiffe_stack.post_token("bare")
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    assert "X-Client-Cert-SPIFFE" in response.json()["error_description"]
+    assert audit["logging.googleapis.com/labels"]["reason"] == "client_id_missing"
+
+
+@pytest.mark.parametrize(
+    ("client", "reason", "lb_error"),
+    [
+        (None, "no_client_certificate", "client_cert_not_provided"),
+        ("foreign", "certificate_not_verified", "client_cert_validation_failed"),
+        ("expired", "certificate_not_verified", "client_cert_validation_failed"),
+        ("no-eku", "certificate_not_verified", "client_cert_chain_invalid_eku"),
+    ],
+)
+def test_refused_certificates(stack, client, reason, lb_error):
+    response, audit = stack.post_token(client)
+    assert response.status_code == 401
+    body = response.json()
+    assert set(body) == {"error", "error_description"} and body["error"] == "invalid_client"
+    if client is not None:
+        assert lb_error in body["error_description"]
+    labels = audit["logging.googleapis.com/labels"]
+    assert labels["outcome"] == "refused" and labels["reason"] == reason
+    assert labels["header/x-client-cert-error"] == lb_error
+    assert "jti" not in labels
+
+
+def test_external_credential_format_through_the_gateway(stack):
+    response, _ = stack.post_token(data={"grant_type": "client_credentials", "format": "external_credential"})
+    body = response.json()
+    assert response.status_code == 200 and body["success"] is True and body["version"] == 1
+    claims = verify_with_discovery(stack, body["id_token"])
+    assert body["expiration_time"] == claims["exp"]
+
+
+def test_client_supplied_certificate_headers_are_replaced(stack):
+    forged = {"X-Client-Cert-Hash": base64.b64encode(b"\0" * 32).decode(), "x-client-cert-present": "true",
+              "X-Client-Cert-Chain-Verified": "true", "X-Client-Cert-SPIFFE": "spiffe://evil/admin"}
+    response, _ = stack.post_token("client", headers=forged)
+    claims = verify_with_discovery(stack, response.json()["id_token"])
+    assert claims["client_id"] == fingerprint(certificate(stack.certs["client"][0]))
+    assert claims["client"]["x5_spiffe"] == "spiffe://local.test/ns/demo/sa/workload"
+    response, audit = stack.post_token(None, headers=forged)
+    assert response.status_code == 401
+    assert audit["logging.googleapis.com/labels"]["header/x-client-cert-present"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "error"),
+    [
+        ({}, 400, "invalid_request"),
+        ({"grant_type": "password"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "client_credentials", "format": "saml"}, 400, "invalid_request"),
+    ],
+)
+def test_bad_requests_through_the_gateway(stack, data, status, error):
+    response, audit = stack.post_token(data=data)
+    assert response.status_code == status and response.json()["error"] == error
+    assert audit["logging.googleapis.com/labels"]["outcome"] == "refused"
+
+
+def test_discovery_redirect_and_errors_through_the_gateway(stack):
+    session = stack.session(client=None)
+    root = session.get(stack.url + "/", allow_redirects=False, timeout=10)
+    assert root.status_code == 307 and root.headers["Location"] == f"{stack.url}/.well-known/openid-configuration"
+    assert session.get(stack.url + "/nothing", timeout=10).status_code == 404
+    wrong = session.get(stack.url + "/token", timeout=10)
+    assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"

@@ -1,0 +1,81 @@
+import io
+import json
+
+import pytest
+
+from token_service.audit import (
+    LABEL_VALUE_LIMIT,
+    AuditRecord,
+    CloudLoggingWriter,
+    HttpRequestInfo,
+    JsonLineWriter,
+    Trace,
+    mtls_header_labels,
+    parse_trace,
+)
+
+
+def test_w3c_traceparent():
+    trace = parse_trace({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert trace == Trace("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", True)
+
+
+def test_cloud_trace_context_span_is_converted_to_hex():
+    trace = parse_trace({"x-cloud-trace-context": "105445aa7843bc8bf206b12000100000/1;o=1"})
+    assert trace == Trace("105445aa7843bc8bf206b12000100000", "0000000000000001", True)
+
+
+@pytest.mark.parametrize("value", ["", "nonsense", "00-xyz-abc-01", "zz/1;o=1"])
+def test_malformed_trace_headers_are_ignored(value):
+    assert parse_trace({"traceparent": value, "x-cloud-trace-context": value}) is None
+
+
+def test_header_labels_hold_every_configured_header_present_and_bound_long_values():
+    headers = {"x-a": "1", "x-b": "", "x-c": "v" * 5000, "authorization": "Bearer secret"}
+    labels = mtls_header_labels(headers, ("X-A", "X-B", "X-C", "X-Missing"))
+    assert set(labels) == {"header/x-a", "header/x-b", "header/x-c"}
+    assert labels["header/x-b"] == ""
+    assert len(labels["header/x-c"]) < LABEL_VALUE_LIMIT + 40
+
+
+RECORD = AuditRecord(
+    severity="WARNING",
+    message="Refused token request: no certificate",
+    labels={"event": "token", "reason": "no_client_certificate", "header/x-client-cert-present": "false"},
+    trace=Trace("105445aa7843bc8bf206b12000100000", "0000000000000001", True),
+    http_request=HttpRequestInfo("POST", "https://t.example/token", "curl/8", "203.0.113.9"),
+    status=401,
+    latency_seconds=0.0123,
+)
+
+
+def test_json_line_writer_emits_one_cloud_logging_line():
+    stream = io.StringIO()
+    JsonLineWriter(stream, project_id="my-proj").write(RECORD)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["severity"] == "WARNING"
+    assert entry["message"] == RECORD.message
+    assert entry["logging.googleapis.com/labels"] == RECORD.labels
+    assert entry["logging.googleapis.com/trace"] == "projects/my-proj/traces/105445aa7843bc8bf206b12000100000"
+    assert entry["logging.googleapis.com/spanId"] == "0000000000000001"
+    assert entry["httpRequest"]["status"] == 401 and entry["httpRequest"]["remoteIp"] == "203.0.113.9"
+
+
+def test_our_line_says_what_google_cloud_loggings_structured_handler_says():
+    """The named library and our writer produce the same LogEntry fields."""
+    ours, theirs = io.StringIO(), io.StringIO()
+    JsonLineWriter(ours, project_id="my-proj").write(RECORD)
+    CloudLoggingWriter(theirs, project_id="my-proj").write(RECORD)
+    library_entries = [json.loads(line) for line in theirs.getvalue().splitlines()]
+    library = next(entry for entry in library_entries if "message" in entry)
+    mine = json.loads(ours.getvalue())
+    for key in ("severity", "message", "logging.googleapis.com/trace", "logging.googleapis.com/spanId",
+                "logging.googleapis.com/trace_sampled"):
+        assert library[key] == mine[key], key
+    library_labels = dict(library["logging.googleapis.com/labels"])
+    library_labels.pop("python_logger")
+    assert library_labels == mine["logging.googleapis.com/labels"]
+    for key in ("requestMethod", "requestUrl", "userAgent", "remoteIp", "status"):
+        assert library["httpRequest"][key] == mine["httpRequest"][key], key

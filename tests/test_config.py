@@ -1,0 +1,120 @@
+import pytest
+
+from token_service.config import ConfigurationError, load_settings
+
+
+def problems(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(env)
+    return raised.value.problems
+
+
+def test_valid_configuration(environ):
+    settings = load_settings(environ)
+    assert settings.issuer == "https://token.example.net"
+    assert settings.provider.sts_audience == (
+        "//iam.googleapis.com/projects/123456789012/locations/global/"
+        "workloadIdentityPools/device-pool/providers/token-service"
+    )
+    assert settings.provider.token_audience == "https:" + settings.provider.sts_audience
+    assert settings.token_validity_seconds == 300
+    assert settings.auth_flows == {"xlb-mtls-client-credentials"}
+    # The seeds: "In the default configuration, [the client id] is the SHA-256 thumbprint".
+    assert settings.mtls_headers.client_id == "X-Client-Cert-Hash"
+    assert settings.mtls_headers.present == "X-Client-Cert-Present"
+
+
+def test_empty_environment_reports_every_problem_at_once():
+    reported = "\n".join(problems({}))
+    for variable in (
+        "TOKEN_ISSUER", "WORKLOAD_IDENTITY_PROJECT_NUMBER", "WORKLOAD_IDENTITY_POOL_ID",
+        "WORKLOAD_IDENTITY_PROVIDER_ID", "TOKEN_SIGNER",
+    ):
+        assert variable in reported
+
+
+def test_predecessor_misspelled_names_are_aliases(environ):
+    for suffix in ("PROJECT_NUMBER", "POOL_ID", "PROVIDER_ID"):
+        environ[f"WORKLOAD_IDENITY_{suffix}"] = environ.pop(f"WORKLOAD_IDENTITY_{suffix}")
+    assert load_settings(environ).provider.pool_id == "device-pool"
+
+
+def test_alias_disagreeing_with_correct_name_is_refused(environ):
+    environ["WORKLOAD_IDENITY_POOL_ID"] = "other-pool"
+    assert any("disagree" in problem for problem in problems(environ))
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["http://token.example.net", "token.example.net", "https://", "https://token.example.net/path",
+     "https://token.example.net?x=1", "https://user@token.example.net"],
+)
+def test_issuer_must_be_an_https_origin(environ, issuer):
+    environ["TOKEN_ISSUER"] = issuer
+    assert any("TOKEN_ISSUER" in problem for problem in problems(environ))
+
+
+def test_issuer_trailing_slash_is_dropped_once(environ):
+    environ["TOKEN_ISSUER"] = "https://token.example.net/"
+    assert load_settings(environ).issuer == "https://token.example.net"
+
+
+@pytest.mark.parametrize("number", ["my-project", "0123", "12a", "-5"])
+def test_project_number_must_be_numeric(environ, number):
+    environ["WORKLOAD_IDENTITY_PROJECT_NUMBER"] = number
+    assert any("project number" in problem for problem in problems(environ))
+
+
+@pytest.mark.parametrize("pool", ["abc", "Has-Upper", "gcp-reserved", "a" * 33, "under_score"])
+def test_pool_id_format(environ, pool):
+    environ["WORKLOAD_IDENTITY_POOL_ID"] = pool
+    assert any("WORKLOAD_IDENTITY_POOL_ID" in problem for problem in problems(environ))
+
+
+@pytest.mark.parametrize("validity", ["0", "-1", "five", "721", "1.5"])
+def test_token_validity_range(environ, validity):
+    environ["TOKEN_VALIDITY"] = validity
+    assert any("TOKEN_VALIDITY" in problem for problem in problems(environ))
+
+
+def test_auth_flows_list_is_trimmed_and_unknown_names_refused(environ):
+    environ["AUTH_FLOWS"] = " xlb-mtls-client-credentials,, "
+    assert load_settings(environ).auth_flows == {"xlb-mtls-client-credentials"}
+    environ["AUTH_FLOWS"] = "xlb-mtls-client-credentials,magic-flow"
+    assert any("magic-flow" in problem for problem in problems(environ))
+
+
+def test_client_id_header_must_identify_the_certificate(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-Serial-Number"
+    assert any("MTLS_HEADER_CLIENT_ID" in problem for problem in problems(environ))
+
+
+def test_client_id_header_matches_case_insensitively(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "x-client-cert-spiffe"
+    assert load_settings(environ).mtls_headers.client_id == "X-Client-Cert-SPIFFE"
+
+
+def test_custom_header_names(environ):
+    environ["MTLS_HEADER_CLIENT_CERT_PRESENT"] = "X-Mtls-Present"
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-DNSName-SANs"
+    settings = load_settings(environ)
+    assert settings.mtls_headers.present == "X-Mtls-Present"
+    assert settings.mtls_headers.client_id == "X-Client-Cert-DNSName-SANs"
+
+
+@pytest.mark.parametrize("name", ["X Bad", "X-Goog-Thing", "X-Client-Cert-Error"])
+def test_header_names_are_valid_distinct_and_unreserved(environ, name):
+    environ["MTLS_HEADER_CLIENT_CERT_PRESENT"] = name
+    assert problems(environ)
+
+
+def test_local_signer_needs_a_key_file(environ):
+    del environ["SIGNING_KEY_FILE"]
+    assert any("SIGNING_KEY_FILE" in problem for problem in problems(environ))
+
+
+def test_unknown_signer_and_algorithm(environ):
+    environ["TOKEN_SIGNER"] = "hsm"
+    environ["SIGNING_ALGORITHM"] = "HS256"
+    reported = "\n".join(problems(environ))
+    assert "TOKEN_SIGNER" in reported and "SIGNING_ALGORITHM" in reported

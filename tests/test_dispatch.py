@@ -1,0 +1,172 @@
+"""The whole request path below main.py, with plain values: routing, token endpoint, audit line."""
+
+import dataclasses
+import json
+
+import jwt
+import pytest
+from conftest import FINGERPRINT, ISSUER, verified_headers
+
+from token_service.audit import JsonLineWriter
+from token_service.config import load_settings
+from token_service.dispatch import HttpRequest, dispatch
+from token_service.errors import Reason
+from token_service.service import TokenService
+from token_service.signers import LocalKeySigner
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def post_token(service, body: bytes, headers=None):
+    request = HttpRequest("POST", "/token", {**FORM, **(headers if headers is not None else verified_headers())},
+                          body, url=f"{ISSUER}/token", remote_ip="203.0.113.7")
+    response = dispatch(service, request)
+    return response, json.loads(response.body)
+
+
+def header(response, name):
+    return dict(response.headers).get(name)
+
+
+def test_discovery_document(service):
+    response = dispatch(service, HttpRequest("GET", "/.well-known/openid-configuration", {}))
+    document = json.loads(response.body)
+    assert response.status == 200 and header(response, "Content-Type") == "application/json"
+    assert document["issuer"] == ISSUER
+    assert document["token_endpoint"] == f"{ISSUER}/token"
+    assert document["jwks_uri"] == f"{ISSUER}/jwks"
+    assert document["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert document["grant_types_supported"] == ["client_credentials"]
+    assert document["token_endpoint_auth_methods_supported"] == ["tls_client_auth"]
+
+
+def test_root_redirects_to_discovery(service):
+    response = dispatch(service, HttpRequest("GET", "/", {"host": "evil.example"}))
+    assert response.status == 307
+    # Never derived from the Host header.
+    assert header(response, "Location") == f"{ISSUER}/.well-known/openid-configuration"
+
+
+@pytest.mark.parametrize("path", ["/jwks", "/.well-known/jwks.json"])
+def test_jwks_is_served_for_the_local_signer(service, path):
+    response = dispatch(service, HttpRequest("GET", path, {}))
+    assert response.status == 200
+    assert json.loads(response.body)["keys"][0]["kid"] == service.signer.key_id
+
+
+def test_unknown_path_is_404_json(service):
+    response = dispatch(service, HttpRequest("GET", "/admin", {}))
+    assert response.status == 404 and json.loads(response.body)["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [("GET", "/token", "POST"), ("POST", "/", "GET, HEAD"),
+                                                       ("DELETE", "/jwks", "GET, HEAD")])
+def test_wrong_method_is_405_with_allow(service, method, path, allow):
+    response = dispatch(service, HttpRequest(method, path, {}))
+    assert response.status == 405 and header(response, "Allow") == allow
+    assert json.loads(response.body)["error"] == "invalid_request"
+
+
+def test_head_has_no_body(service):
+    response = dispatch(service, HttpRequest("HEAD", "/.well-known/openid-configuration", {}))
+    assert response.status == 200 and response.body == b""
+
+
+def test_issues_a_verifiable_id_token(service, audit):
+    response, body = post_token(service, b"grant_type=client_credentials")
+    assert response.status == 200
+    assert set(body) == {"id_token"}
+    assert header(response, "Cache-Control") == "no-store" and header(response, "Pragma") == "no-cache"
+    jwks = jwt.PyJWKSet.from_dict(json.loads(dispatch(service, HttpRequest("GET", "/jwks", {})).body))
+    kid = jwt.get_unverified_header(body["id_token"])["kid"]
+    claims = jwt.decode(body["id_token"], jwks[kid].key, algorithms=["RS256"], audience=service.settings.provider
+                        .token_audience, issuer=ISSUER)
+    assert claims["client_id"] == FINGERPRINT
+    [entry] = audit.entries
+    labels = entry["logging.googleapis.com/labels"]
+    assert entry["severity"] == "INFO"
+    assert labels["outcome"] == "issued" and labels["client_id"] == FINGERPRINT and labels["jti"] == claims["jti"]
+    assert labels["header/x-client-cert-hash"] == FINGERPRINT
+    assert body["id_token"] not in json.dumps(entry)
+
+
+def test_external_credential_format(service):
+    response, body = post_token(service, b"grant_type=client_credentials&format=external_credential")
+    assert response.status == 200
+    assert body["version"] == 1 and body["success"] is True
+    assert body["token_type"] == "urn:ietf:params:oauth:token-type:id_token"
+    claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+    assert body["expiration_time"] == claims["exp"]
+
+
+def test_external_credential_error_shape(service):
+    response, body = post_token(service, b"grant_type=client_credentials&format=external_credential",
+                                verified_headers(**{"X-Client-Cert-Present": "false"}))
+    assert response.status == 401
+    assert body == {"version": 1, "success": False, "code": "invalid_client", "message": body["message"]}
+    assert "client certificate is required" in body["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "error", "reason"),
+    [
+        (b"", None, 400, "invalid_request", Reason.MALFORMED_REQUEST),
+        (b"grant_type=password", None, 400, "unsupported_grant_type", Reason.UNSUPPORTED_GRANT_TYPE),
+        (b"grant_type=client_credentials&grant_type=client_credentials", None, 400, "invalid_request",
+         Reason.MALFORMED_REQUEST),
+        (b"grant_type=client_credentials&scope=https://www.googleapis.com/auth/cloud-platform", None, 400,
+         "invalid_request", Reason.MALFORMED_REQUEST),
+        (b"grant_type=client_credentials", {}, 401, "invalid_client", Reason.MTLS_HEADERS_MISSING),
+        (b"grant_type=client_credentials", verified_headers(**{"X-Client-Cert-Chain-Verified": "false"}), 401,
+         "invalid_client", Reason.CERTIFICATE_NOT_VERIFIED),
+        (b"grant_type=client_credentials", verified_headers(**{"X-Client-Cert-Hash": ""}), 401,
+         "invalid_client", Reason.MALFORMED_CERTIFICATE_HEADER),
+        (b"x" * 20000, None, 413, "invalid_request", Reason.BODY_TOO_LARGE),
+    ],
+)
+def test_refusals_are_rfc6749_json_never_a_token_and_always_audited(service, audit, body, headers, status,
+                                                                    error, reason):
+    response, document = post_token(service, body, headers)
+    assert response.status == status
+    assert set(document) == {"error", "error_description"} and document["error"] == error
+    assert document["error_description"]
+    assert header(response, "Cache-Control") == "no-store"
+    [entry] = audit.entries
+    labels = entry["logging.googleapis.com/labels"]
+    assert labels["outcome"] == "refused" and labels["reason"] == reason.value
+    assert labels["status"] == str(status) and entry["severity"] == "WARNING"
+
+
+def test_wrong_content_type_is_refused(service, audit):
+    request = HttpRequest("POST", "/token", {**verified_headers(), "content-type": "application/json"},
+                          b'{"grant_type":"client_credentials"}')
+    response = dispatch(service, request)
+    assert response.status == 400 and json.loads(response.body)["error"] == "invalid_request"
+    assert len(audit.entries) == 1
+
+
+def test_disabled_flow_is_unsupported_grant_type(environ, rsa_key, audit):
+    # Only one flow exists today; a settings object with it disabled stands for a future flow set.
+    settings = dataclasses.replace(load_settings(environ), auth_flows=frozenset())
+    service = TokenService(settings, LocalKeySigner(rsa_key, "RS256"), JsonLineWriter(audit.stream))
+    response, body = post_token(service, b"grant_type=client_credentials")
+    assert response.status == 400 and body["error"] == "unsupported_grant_type"
+    assert audit.entries[0]["logging.googleapis.com/labels"]["reason"] == "flow_disabled"
+
+
+def test_signing_failure_is_a_500_without_details(service, audit, monkeypatch):
+    def broken(_claims):
+        raise RuntimeError("HSM on fire: key=SECRET")
+
+    monkeypatch.setattr(service.signer, "sign", broken)
+    response, body = post_token(service, b"grant_type=client_credentials")
+    assert response.status == 500 and body["error"] == "server_error"
+    assert "SECRET" not in body["error_description"]
+    [entry] = audit.entries
+    assert entry["severity"] == "ERROR" and "SECRET" not in json.dumps(entry)
+
+
+def test_trace_is_recorded(service, audit):
+    post_token(service, b"grant_type=client_credentials",
+               {**verified_headers(), "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    assert audit.entries[0]["logging.googleapis.com/trace"] == "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -1,0 +1,183 @@
+from datetime import UTC, datetime
+
+import pytest
+from conftest import FINGERPRINT, b64, verified_headers
+
+from token_service import mtls
+from token_service.config import load_settings
+from token_service.errors import OAuthError, Reason
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def names(environ):
+    return load_settings(environ).mtls_headers
+
+
+def refusal(headers, names) -> OAuthError:
+    with pytest.raises(OAuthError) as raised:
+        mtls.authenticate(headers, names, NOW)
+    assert raised.value.status == 401 and raised.value.error == "invalid_client"
+    return raised.value
+
+
+def test_verified_certificate(names):
+    certificate = mtls.authenticate(verified_headers(), names, NOW)
+    assert certificate.client_id == FINGERPRINT
+    assert certificate.spiffe_id == "spiffe://example.net/ns/prod/sa/meter"
+    assert certificate.dns_sans == ("device-1.example.net",)
+    assert certificate.uri_sans == ("https://device.example.net/1",)
+    assert certificate.serial_number == "00:c9:77:71:db"
+    assert certificate.not_after == datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def test_present_and_verified_are_case_insensitive(names):
+    headers = verified_headers(**{"X-Client-Cert-Present": "TRuE", "X-Client-Cert-Chain-Verified": "True"})
+    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+
+
+def test_missing_present_header_names_the_header_and_the_likely_cause(names):
+    headers = verified_headers()
+    del headers["x-client-cert-present"]
+    error = refusal(headers, names)
+    assert error.reason is Reason.MTLS_HEADERS_MISSING
+    assert "X-Client-Cert-Present" in error.description and "load balancer" in error.description
+
+
+@pytest.mark.parametrize("value", ["false", "", "yes", "true,true"])
+def test_no_certificate(names, value):
+    error = refusal(verified_headers(**{"X-Client-Cert-Present": value}), names)
+    assert error.reason is Reason.NO_CLIENT_CERTIFICATE
+
+
+def test_unverified_chain_reports_the_load_balancer_error(names):
+    headers = verified_headers(
+        **{"X-Client-Cert-Chain-Verified": "false", "X-Client-Cert-Error": "client_cert_chain_invalid_eku"}
+    )
+    error = refusal(headers, names)
+    assert error.reason is Reason.CERTIFICATE_NOT_VERIFIED
+    assert "client_cert_chain_invalid_eku" in error.description
+
+
+def test_verified_header_absent_counts_as_unverified(names):
+    headers = verified_headers()
+    del headers["x-client-cert-chain-verified"]
+    assert refusal(headers, names).reason is Reason.CERTIFICATE_NOT_VERIFIED
+
+
+def test_error_header_refuses_even_a_verified_chain(names):
+    headers = verified_headers(**{"X-Client-Cert-Error": "client_cert_dnsname_sans_exceeded_size_limit"})
+    error = refusal(headers, names)
+    assert error.reason is Reason.CERTIFICATE_ERROR
+    assert "client_cert_dnsname_sans_exceeded_size_limit" in error.description
+
+
+def test_fingerprint_is_compared_padding_insensitively(names):
+    padded = mtls.authenticate(verified_headers(**{"X-Client-Cert-Hash": FINGERPRINT + "="}), names, NOW)
+    assert padded.client_id == FINGERPRINT
+    assert padded.sha256_fingerprint == FINGERPRINT
+
+
+@pytest.mark.parametrize("value", ["", "not base64!", b64("short"), "abc,def", FINGERPRINT[:-4]])
+def test_malformed_fingerprint(names, value):
+    error = refusal(verified_headers(**{"X-Client-Cert-Hash": value}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+    assert "X-Client-Cert-Hash" in error.description
+
+
+def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):
+    certificate = mtls.authenticate(verified_headers(), names, NOW)
+    assert mtls.decode_fingerprint(certificate.sha256_fingerprint) == mtls.decode_fingerprint(
+        certificate.x5t_s256.replace("-", "+").replace("_", "/")
+    )
+    assert "=" not in certificate.x5t_s256
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b64("dns-1") + "," + b64("dns-2"),  # each SAN encoded, joined with commas
+        b64("dns-1,dns-2"),  # one encoding of the joined list
+        b64("dns-1, dns-2"),  # the predecessor's test shape
+        b64("dns-1").rstrip("=") + "," + b64("dns-2").rstrip("="),  # unpadded items
+    ],
+)
+def test_san_headers_in_both_documented_shapes(header):
+    assert mtls.parse_san_header(header) == ("dns-1", "dns-2")
+
+
+@pytest.mark.parametrize("header", ["%%%", b64(",,"), b64("a") + ",", b64("bad\x01name"), b64("a\nb")])
+def test_malformed_san_headers(names, header):
+    with pytest.raises(ValueError):
+        mtls.parse_san_header(header)
+    error = refusal(verified_headers(**{"X-Client-Cert-DNSName-SANs": header}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+
+
+def test_empty_san_headers_mean_no_sans(names):
+    headers = verified_headers(**{"X-Client-Cert-DNSName-SANs": "", "X-Client-Cert-URI-SANs": ""})
+    certificate = mtls.authenticate(headers, names, NOW)
+    assert certificate.dns_sans == () and certificate.uri_sans == ()
+
+
+def test_spiffe_must_be_a_spiffe_uri(names):
+    error = refusal(verified_headers(**{"X-Client-Cert-SPIFFE": "https://not-spiffe"}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+
+
+def test_expired_certificate_is_refused_even_if_the_header_says_verified(names):
+    error = refusal(verified_headers(**{"X-Client-Cert-Valid-Not-After": "2026-05-31T23:59:59+00:00"}), names)
+    assert error.reason is Reason.CERTIFICATE_EXPIRED
+
+
+def test_not_yet_valid_certificate(names):
+    error = refusal(verified_headers(**{"X-Client-Cert-Valid-Not-Before": "2026-06-02T00:00:00Z"}), names)
+    assert error.reason is Reason.CERTIFICATE_NOT_YET_VALID
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-01-01", "2026-01-01T00:00:00"])
+def test_validity_must_be_rfc3339_with_offset(names, value):
+    error = refusal(verified_headers(**{"X-Client-Cert-Valid-Not-After": value}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+
+
+def test_serial_with_control_characters_is_refused(names):
+    error = refusal(verified_headers(**{"X-Client-Cert-Serial-Number": "00:01\x00"}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+
+
+def test_client_id_from_spiffe_header(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-SPIFFE"
+    names = load_settings(environ).mtls_headers
+    assert mtls.authenticate(verified_headers(), names, NOW).client_id == "spiffe://example.net/ns/prod/sa/meter"
+
+
+def test_client_id_from_a_san_header_is_the_decoded_first_san(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-DNSName-SANs"
+    names = load_settings(environ).mtls_headers
+    headers = verified_headers(**{"X-Client-Cert-DNSName-SANs": b64("a.example") + "," + b64("b.example")})
+    assert mtls.authenticate(headers, names, NOW).client_id == "a.example"
+
+
+def test_empty_client_id_header(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-SPIFFE"
+    names = load_settings(environ).mtls_headers
+    error = refusal(verified_headers(**{"X-Client-Cert-SPIFFE": ""}), names)
+    assert error.reason is Reason.CLIENT_ID_MISSING
+    assert "MTLS_HEADER_CLIENT_ID" in error.description
+
+
+def test_client_id_over_127_bytes_is_refused_before_google_would(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-SPIFFE"
+    names = load_settings(environ).mtls_headers
+    fits = "spiffe://example.net/" + "a" * (127 - len("spiffe://example.net/"))
+    assert mtls.authenticate(verified_headers(**{"X-Client-Cert-SPIFFE": fits}), names, NOW).client_id == fits
+    error = refusal(verified_headers(**{"X-Client-Cert-SPIFFE": fits + "b"}), names)
+    assert error.reason is Reason.CLIENT_ID_TOO_LONG
+    assert "128 bytes" in error.description and "127" in error.description
+
+
+def test_descriptions_do_not_echo_unbounded_or_unprintable_values(names):
+    error = refusal(verified_headers(**{"X-Client-Cert-Present": "x" * 5000 + "\x1b[31m"}), names)
+    assert len(error.description) < 300 and "\x1b" not in error.description
