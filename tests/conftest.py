@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -12,35 +10,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support import ISSUER
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
 from token_service.service import TokenService
 from token_service.signers import LocalKeySigner
-
-ISSUER = "https://token.example.net"
-FINGERPRINT = base64.b64encode(hashlib.sha256(b"certificate").digest()).decode().rstrip("=")
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def verified_headers(**overrides: str) -> dict[str, str]:
-    """Lower-cased headers as the load balancer sends them for a verified certificate."""
-    headers = {
-        "x-client-cert-present": "true",
-        "x-client-cert-chain-verified": "true",
-        "x-client-cert-error": "",
-        "x-client-cert-hash": FINGERPRINT,
-        "x-client-cert-serial-number": "00:c9:77:71:db",
-        "x-client-cert-spiffe": "spiffe://example.net/ns/prod/sa/meter",
-        "x-client-cert-uri-sans": b64("https://device.example.net/1"),
-        "x-client-cert-dnsname-sans": b64("device-1.example.net"),
-        "x-client-cert-valid-not-before": "2020-01-01T00:00:00+00:00",
-        "x-client-cert-valid-not-after": "2099-01-01T00:00:00+00:00",
-    }
-    headers.update({name.lower(): value for name, value in overrides.items()})
-    return headers
 
 
 @pytest.fixture(scope="session")

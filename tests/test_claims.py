@@ -1,7 +1,6 @@
 from datetime import UTC, datetime
 
-from conftest import FINGERPRINT
-
+from tests.support import FINGERPRINT
 from token_service.claims import certificate_claims
 from token_service.mtls import ClientCertificate
 

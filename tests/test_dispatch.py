@@ -5,8 +5,8 @@ import json
 
 import jwt
 import pytest
-from conftest import FINGERPRINT, ISSUER, verified_headers
 
+from tests.support import FINGERPRINT, ISSUER, verified_headers
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
 from token_service.dispatch import HttpRequest, dispatch

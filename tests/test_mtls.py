@@ -1,8 +1,8 @@
 from datetime import UTC, datetime
 
 import pytest
-from conftest import FINGERPRINT, b64, verified_headers
 
+from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
 from token_service.config import load_settings
 from token_service.errors import OAuthError, Reason
