@@ -1,0 +1,52 @@
+"""Fail closed: a misconfigured function stops its cold start with one clear message."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtools.local import ROOT, free_port, local_environment
+from devtools.pki import ensure_dev_pki
+
+
+def start(env: dict[str, str]) -> subprocess.CompletedProcess:
+    functions_framework = str(Path(sys.executable).parent / "functions-framework")
+    clean = {name: value for name, value in os.environ.items()
+             if not name.startswith(("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_"))}
+    return subprocess.run(
+        [functions_framework, "--target=handle_request", "--host=127.0.0.1", f"--port={free_port()}"],
+        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def good_env(tmp_path_factory) -> dict[str, str]:
+    local_dir = tmp_path_factory.mktemp("startup")
+    ensure_dev_pki(local_dir)
+    return local_environment(local_dir, 8443)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"TOKEN_ISSUER": "http://token.example.net"}, "TOKEN_ISSUER"),
+        ({"WORKLOAD_IDENTITY_PROJECT_NUMBER": "my-project"}, "WORKLOAD_IDENTITY_PROJECT_NUMBER"),
+        ({"WORKLOAD_IDENTITY_POOL_ID": ""}, "WORKLOAD_IDENTITY_POOL_ID is required"),
+        ({"SIGNING_KEY_FILE": "/nonexistent/key.pem"}, "SIGNING_KEY_FILE"),
+        ({"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-Present"}, "MTLS_HEADER_CLIENT_ID"),
+    ],
+)
+def test_misconfiguration_stops_the_cold_start(good_env, change, expected):
+    result = start({**good_env, **change})
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    entry = json.loads(lines[0])
+    assert entry["severity"] == "CRITICAL"
+    assert expected in entry["message"]
+    assert "Traceback" not in result.stderr
