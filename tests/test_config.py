@@ -28,7 +28,7 @@ def test_empty_environment_reports_every_problem_at_once():
     reported = "\n".join(problems({}))
     for variable in (
         "TOKEN_ISSUER", "WORKLOAD_IDENTITY_PROJECT_NUMBER", "WORKLOAD_IDENTITY_POOL_ID",
-        "WORKLOAD_IDENTITY_PROVIDER_ID", "TOKEN_SIGNER",
+        "WORKLOAD_IDENTITY_PROVIDER_ID",
     ):
         assert variable in reported
 
@@ -118,3 +118,44 @@ def test_unknown_signer_and_algorithm(environ):
     environ["SIGNING_ALGORITHM"] = "HS256"
     reported = "\n".join(problems(environ))
     assert "TOKEN_SIGNER" in reported and "SIGNING_ALGORITHM" in reported
+
+
+def test_iam_signer_is_the_default(environ):
+    del environ["TOKEN_SIGNER"], environ["SIGNING_KEY_FILE"]
+    settings = load_settings(environ)
+    assert settings.signer.kind == "iam" and settings.signer.service_account is None
+    assert settings.google.sts_endpoint == "https://sts.googleapis.com/v1/token"
+    assert settings.google.service_account_jwks_uri("sa@p.iam.gserviceaccount.com") == (
+        "https://www.googleapis.com/service_accounts/v1/metadata/jwk/sa@p.iam.gserviceaccount.com"
+    )
+    assert settings.google.service_account_token_lifetime == 3600
+
+
+def test_iam_signer_refuses_a_key_file_instead_of_ignoring_it(environ):
+    environ["TOKEN_SIGNER"] = "iam"
+    assert any("SIGNING_KEY_FILE" in problem for problem in problems(environ))
+
+
+def test_signing_service_account_must_be_an_email(environ):
+    environ.update(TOKEN_SIGNER="iam", SIGNING_SERVICE_ACCOUNT="token-service")
+    del environ["SIGNING_KEY_FILE"]
+    assert any("SIGNING_SERVICE_ACCOUNT" in problem for problem in problems(environ))
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "ok"),
+    [("https://sts.p.googleapis.com/v1/token", True), ("http://127.0.0.1:9000/v1/token", True),
+     ("http://sts.example.com/v1/token", False), ("ftp://x", False), ("https://", False)],
+)
+def test_google_endpoints_are_https_except_on_loopback(environ, endpoint, ok):
+    environ["STS_ENDPOINT"] = endpoint
+    if ok:
+        assert load_settings(environ).google.sts_endpoint == endpoint
+    else:
+        assert any("STS_ENDPOINT" in problem for problem in problems(environ))
+
+
+@pytest.mark.parametrize("lifetime", ["59", "3601", "1h"])
+def test_service_account_token_lifetime_is_capped_at_one_hour(environ, lifetime):
+    environ["SERVICE_ACCOUNT_TOKEN_LIFETIME"] = lifetime
+    assert any("SERVICE_ACCOUNT_TOKEN_LIFETIME" in problem for problem in problems(environ))

@@ -90,6 +90,7 @@ def token_attempt(
     trace: Trace | None,
     http_request: HttpRequestInfo | None,
     latency_seconds: float,
+    fields: dict[str, Any] | None = None,
 ) -> AuditRecord:
     """The audit record of one /token attempt, issued or refused."""
     if error is None:
@@ -106,6 +107,7 @@ def token_attempt(
         http_request=http_request,
         status=status,
         latency_seconds=latency_seconds,
+        fields=fields or {},
     )
 
 

@@ -14,11 +14,20 @@ from urllib.parse import urlsplit
 
 XLB_MTLS_FLOW = "xlb-mtls-client-credentials"
 KNOWN_FLOWS = frozenset({XLB_MTLS_FLOW})
-SIGNER_KINDS = ("local",)
+SIGNER_KINDS = ("iam", "local")
 SIGNING_ALGORITHMS = ("RS256", "ES256")
 AUDIT_LOG_HANDLERS = ("json", "cloud-logging")
 # signJwt refuses an exp more than 12 h ahead; WIF allows 48 h. The lower bound wins.
 MAX_TOKEN_VALIDITY_MINUTES = 720
+# generateAccessToken allows 1 h unless an org policy extends it.
+MAX_SERVICE_ACCOUNT_TOKEN_SECONDS = 3600
+GOOGLE_ENDPOINT_DEFAULTS = {
+    "STS_ENDPOINT": "https://sts.googleapis.com/v1/token",
+    "IAM_CREDENTIALS_ENDPOINT": "https://iamcredentials.googleapis.com",
+    "SERVICE_ACCOUNT_KEYS_ENDPOINT": "https://www.googleapis.com",
+}
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com$")
 
 # Header-name settings: (variable, default). Defaults are exactly the names of
 # the backend-service command in the deployment guide (seed 001).
@@ -114,6 +123,22 @@ class SignerSettings:
     kind: str
     algorithm: str
     key_file: str | None
+    service_account: str | None  # iam signer; None: the runtime service account
+
+
+@dataclass(frozen=True)
+class GoogleSettings:
+    """Where Google's APIs are (overridable for Private Service Connect and tests)."""
+
+    sts_endpoint: str
+    iam_credentials_endpoint: str
+    service_account_keys_endpoint: str
+    service_account_token_lifetime: int
+    timeout_seconds: float
+    retry_budget_seconds: float
+
+    def service_account_jwks_uri(self, email: str) -> str:
+        return f"{self.service_account_keys_endpoint}/service_accounts/v1/metadata/jwk/{email}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,7 @@ class Settings:
     token_validity_seconds: int
     mtls_headers: MtlsHeaderNames
     signer: SignerSettings
+    google: GoogleSettings
     audit_log_handler: str
     project_id: str | None
 
@@ -137,6 +163,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     validity = _token_validity(reader)
     headers = _mtls_headers(reader)
     signer = _signer(reader)
+    google = _google(reader)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
     if reader.problems:
@@ -148,6 +175,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         token_validity_seconds=validity,
         mtls_headers=headers,
         signer=signer,
+        google=google,
         audit_log_handler=audit,
         project_id=project_id,
     )
@@ -281,9 +309,55 @@ def _mtls_headers(reader: _Reader) -> MtlsHeaderNames:
 
 
 def _signer(reader: _Reader) -> SignerSettings:
-    kind = reader.choice("TOKEN_SIGNER", SIGNER_KINDS, default=None)
+    kind = reader.choice("TOKEN_SIGNER", SIGNER_KINDS, default="iam")
     algorithm = reader.choice("SIGNING_ALGORITHM", SIGNING_ALGORITHMS, default="RS256")
     key_file = reader.get("SIGNING_KEY_FILE")
+    service_account = reader.get("SIGNING_SERVICE_ACCOUNT")
     if kind == "local" and key_file is None:
         reader.fail("SIGNING_KEY_FILE is required with TOKEN_SIGNER=local (a PEM private key)")
-    return SignerSettings(kind=kind, algorithm=algorithm, key_file=key_file)
+    if kind == "iam":
+        if key_file is not None:
+            reader.fail("SIGNING_KEY_FILE is set but TOKEN_SIGNER=iam signs with IAM; set TOKEN_SIGNER=local "
+                        "to use the key, or remove it")
+        if algorithm != "RS256":
+            reader.fail("TOKEN_SIGNER=iam signs with RS256 only (IAM signJwt); remove SIGNING_ALGORITHM")
+        if service_account is not None and not _SERVICE_ACCOUNT.match(service_account):
+            reader.fail(f"SIGNING_SERVICE_ACCOUNT={service_account!r} is not a service account email")
+    return SignerSettings(kind=kind, algorithm=algorithm, key_file=key_file, service_account=service_account)
+
+
+def _google(reader: _Reader) -> GoogleSettings:
+    endpoints = {}
+    for variable, default in GOOGLE_ENDPOINT_DEFAULTS.items():
+        value = (reader.get(variable) or default).rstrip("/")
+        parts = urlsplit(value)
+        loopback = parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS
+        if not parts.hostname or (parts.scheme != "https" and not loopback):
+            reader.fail(f"{variable}={value!r} must be an https URL (plain http only on loopback, for tests)")
+        endpoints[variable] = value
+    lifetime = reader.get("SERVICE_ACCOUNT_TOKEN_LIFETIME") or str(MAX_SERVICE_ACCOUNT_TOKEN_SECONDS)
+    if not lifetime.isdigit() or not 60 <= int(lifetime) <= MAX_SERVICE_ACCOUNT_TOKEN_SECONDS:
+        reader.fail(f"SERVICE_ACCOUNT_TOKEN_LIFETIME={lifetime!r} must be whole seconds from 60 to "
+                    f"{MAX_SERVICE_ACCOUNT_TOKEN_SECONDS} (IAM's default limit)")
+        lifetime = "0"
+    timeout = _seconds(reader, "UPSTREAM_TIMEOUT", "10")
+    budget = _seconds(reader, "UPSTREAM_RETRY_BUDGET", "20")
+    return GoogleSettings(
+        sts_endpoint=endpoints["STS_ENDPOINT"],
+        iam_credentials_endpoint=endpoints["IAM_CREDENTIALS_ENDPOINT"],
+        service_account_keys_endpoint=endpoints["SERVICE_ACCOUNT_KEYS_ENDPOINT"],
+        service_account_token_lifetime=int(lifetime),
+        timeout_seconds=timeout,
+        retry_budget_seconds=budget,
+    )
+
+
+def _seconds(reader: _Reader, name: str, default: str) -> float:
+    value = reader.get(name) or default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0.1 <= seconds <= 300:
+        reader.fail(f"{name}={value!r} must be a number of seconds from 0.1 to 300")
+    return seconds

@@ -27,6 +27,9 @@ class Reason(enum.StrEnum):
     MALFORMED_CERTIFICATE_HEADER = "malformed_certificate_header"
     CLIENT_ID_MISSING = "client_id_missing"
     CLIENT_ID_TOO_LONG = "client_id_too_long"
+    STS_REFUSED = "sts_refused"
+    IMPERSONATION_REFUSED = "impersonation_refused"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     SIGNING_FAILED = "signing_failed"
     INTERNAL_ERROR = "internal_error"
 
@@ -40,6 +43,9 @@ class OAuthError(Exception):
     description: str
     reason: Reason
     headers: tuple[tuple[str, str], ...] = field(default=())
+    # For the audit line only, never the client: extra labels and Google's answer.
+    audit_labels: tuple[tuple[str, str], ...] = field(default=())
+    upstream_response: str = ""
 
     def __str__(self) -> str:
         return f"{self.error}: {self.description}"
@@ -58,6 +64,23 @@ def invalid_client(description: str, reason: Reason) -> OAuthError:
     # RFC 6749 5.2 asks for a WWW-Authenticate challenge only when the client
     # tried the Authorization header; a TLS client certificate has no scheme.
     return OAuthError(401, "invalid_client", description, reason)
+
+
+def access_denied(
+    description: str, reason: Reason, audit_labels: dict[str, str], upstream_response: bytes
+) -> OAuthError:
+    return OAuthError(
+        403, "access_denied", description, reason,
+        audit_labels=tuple(audit_labels.items()),
+        upstream_response=upstream_response.decode("utf-8", "replace")[:2000],
+    )
+
+
+def temporarily_unavailable(description: str, retry_after: int) -> OAuthError:
+    return OAuthError(
+        503, "temporarily_unavailable", description, Reason.UPSTREAM_UNAVAILABLE,
+        headers=(("Retry-After", str(retry_after)),),
+    )
 
 
 def server_error(description: str, reason: Reason = Reason.INTERNAL_ERROR) -> OAuthError:

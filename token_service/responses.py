@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from token_service.errors import OAuthError
+from token_service.exchange import ExchangedToken
 
 OAUTH_FORMAT = "oauth"
 EXTERNAL_CREDENTIAL_FORMAT = "external_credential"
@@ -23,6 +24,7 @@ EXECUTABLE_RESPONSE_VERSION = 1
 class IssuedTokens:
     id_token: str
     id_token_expires_at: int
+    exchanged: ExchangedToken | None = None
 
 
 def success_body(tokens: IssuedTokens, response_format: str) -> dict[str, Any]:
@@ -34,7 +36,18 @@ def success_body(tokens: IssuedTokens, response_format: str) -> dict[str, Any]:
             "id_token": tokens.id_token,
             "expiration_time": tokens.id_token_expires_at,
         }
-    return {"id_token": tokens.id_token}
+    body: dict[str, Any] = {"id_token": tokens.id_token}
+    exchanged = tokens.exchanged
+    if exchanged is not None:
+        body.update(
+            access_token=exchanged.access_token,
+            issued_token_type=exchanged.issued_token_type,
+            token_type="Bearer",
+            expires_in=exchanged.expires_in,
+        )
+        if exchanged.scope:
+            body["scope"] = exchanged.scope
+    return body
 
 
 def error_body(error: OAuthError, response_format: str) -> dict[str, Any]:

@@ -34,16 +34,23 @@ from token_service.errors import (
     server_error,
     unsupported_grant_type,
 )
-from token_service.responses import OAUTH_FORMAT, IssuedTokens, error_body, success_body
+from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
+from token_service.iam_credentials import IamCredentialsClient
+from token_service.responses import (
+    EXTERNAL_CREDENTIAL_FORMAT,
+    OAUTH_FORMAT,
+    IssuedTokens,
+    error_body,
+    success_body,
+)
 from token_service.signers import Signer, SigningError, load_signer
+from token_service.sts import StsClient
 from token_service.token_request import parse_token_request
+from token_service.upstream import RetryPolicy, UpstreamClient, UpstreamUnavailable
 
 _log = logging.getLogger(__name__)
 # RFC 6749 5.1: token responses must not be cached.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
-# Parameters of features this version does not offer: refused, never ignored,
-# so a client never believes it got something it did not.
-_UNSUPPORTED_PARAMETERS = ("scope", "service_account", "audience")
 
 
 @dataclass(frozen=True)
@@ -59,11 +66,13 @@ class TokenService:
         settings: Settings,
         signer: Signer,
         audit: AuditWriter,
+        exchange: GoogleExchange | None = None,
         clock: Callable[[], float] = time.time,
     ):
         self.settings = settings
         self.signer = signer
         self._audit = audit
+        self._exchange = exchange
         self._clock = clock
         self._header_names = settings.mtls_headers.certificate_headers()
         self.discovery_json = _json_bytes(
@@ -90,23 +99,25 @@ class TokenService:
         labels = mtls_header_labels(headers, self._header_names)
         response_format = OAUTH_FORMAT
         error: OAuthError | None = None
+        fields: dict[str, Any] = {}
         try:
             request = parse_token_request(body, content_type)
             response_format = request.response_format
             labels.update(grant_type=request.grant_type[:64], format=response_format)
             flow = self._flow_for(request.grant_type)
             labels["flow"] = flow
-            for name in _UNSUPPORTED_PARAMETERS:
-                if request.parameters.get(name):
-                    raise invalid_request(
-                        f"The {name} parameter is not supported by this deployment; "
-                        "request the ID token alone"
-                    )
+            wanted = self._exchange_request(request.parameters, response_format)
             issued = self._issue_for_certificate(flow, headers, labels)
             message = f"Issued ID token for client '{labels['client_id']}'"
+            if wanted.wanted:
+                issued = self._exchange_for(wanted, issued, labels)
+                message += f" and {labels['exchange'].replace('_', ' ')} token"
             result = TokenResult(200, success_body(issued, response_format))
         except OAuthError as refusal:
             error = refusal
+            labels.update(refusal.audit_labels)
+            if refusal.upstream_response:
+                fields["upstream_response"] = refusal.upstream_response
         except Exception:
             # Unexpected: the client learns nothing internal, the log gets the traceback.
             _log.exception("token request failed unexpectedly")
@@ -124,9 +135,27 @@ class TokenService:
                 trace=parse_trace(headers),
                 http_request=http_request,
                 latency_seconds=time.monotonic() - started,
+                fields=fields,
             )
         )
         return result
+
+    def _exchange_request(self, parameters: dict[str, str], response_format: str) -> ExchangeRequest:
+        wanted = parse_exchange_request(parameters)
+        if wanted.wanted and response_format == EXTERNAL_CREDENTIAL_FORMAT:
+            raise invalid_request(
+                "format=external_credential returns the ID token to a Google client library, which "
+                "exchanges it itself: omit scope, service_account and audience"
+            )
+        if wanted.wanted and self._exchange is None:
+            raise invalid_request("This deployment does not exchange tokens with Google")
+        return wanted
+
+    def _exchange_for(self, wanted: ExchangeRequest, issued: IssuedTokens, labels: dict[str, str]) -> IssuedTokens:
+        assert self._exchange is not None
+        exchanged = self._exchange.exchange(wanted, issued.id_token, labels["client_id"])
+        labels.update(exchanged.audit)
+        return IssuedTokens(issued.id_token, issued.id_token_expires_at, exchanged)
 
     def _flow_for(self, grant_type: str) -> str:
         if not grant_type:
@@ -161,7 +190,14 @@ class TokenService:
         try:
             id_token = self.signer.sign(claims.payload)
         except SigningError as failure:
-            raise server_error(f"Signing the ID token failed: {failure}", Reason.SIGNING_FAILED) from None
+            # The cause is the operators' business (audit line); the client learns only that it failed.
+            labels["signing_error"] = str(failure)[:500]
+            raise server_error(
+                "The token service could not sign the ID token; its operators find the cause in the audit log",
+                Reason.SIGNING_FAILED,
+            ) from None
+        except UpstreamUnavailable as failure:
+            raise unavailable(failure) from None
         labels["jti"] = claims.jti
         return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at)
 
@@ -169,8 +205,19 @@ class TokenService:
 def service_from_environment(environ: Mapping[str, str]) -> TokenService:
     """Build the service from configuration; raises ``ConfigurationError`` (fail closed)."""
     settings = load_settings(environ)
-    signer = load_signer(settings.signer)
-    return TokenService(settings, signer, audit_writer(settings.audit_log_handler, settings.project_id))
+    signer = load_signer(settings.signer, settings.google, environ)
+    google = settings.google
+    upstream = UpstreamClient(
+        RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds)
+    )
+    exchange = GoogleExchange(
+        settings.provider,
+        StsClient(upstream, google.sts_endpoint),
+        IamCredentialsClient(upstream, google.iam_credentials_endpoint),
+        google.service_account_token_lifetime,
+    )
+    audit = audit_writer(settings.audit_log_handler, settings.project_id)
+    return TokenService(settings, signer, audit, exchange)
 
 
 def _utc(timestamp: float) -> datetime:

@@ -1,9 +1,10 @@
 """Signers: turn a claims set into a signed JWT (RFC 7515/7519).
 
 A signer owns its keys and says where verifiers find the public half
-(``jwks_uri``). ``LocalKeySigner`` holds a PEM key in memory for local runs
-and tests; production signs with the IAM Credentials API instead, so there is
-no key to manage.
+(``jwks_uri``). ``IamSigner`` (the production default) asks the IAM Credentials
+``signJwt`` API to sign as the function's own service account, so there is no
+key to manage and Google publishes the keys. ``LocalKeySigner`` holds a PEM key
+in memory for local runs and tests.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -19,9 +21,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from token_service.config import ConfigurationError, SignerSettings
+from token_service import metadata
+from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
+from token_service.upstream import UpstreamUnavailable
 
 MIN_RSA_KEY_BITS = 2048
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 class SigningError(Exception):
@@ -79,8 +84,96 @@ class LocalKeySigner:
         return self._jwks
 
 
-def load_signer(settings: SignerSettings) -> Signer:
-    """Build the configured signer; a bad key is a configuration error."""
+class IamSigner:
+    """Signs with IAM Credentials ``signJwt`` as a service account (google-cloud-iam).
+
+    The client library takes about 0.2 s to import, so it loads on a background
+    thread from construction; the first signature waits for it if needed.
+    """
+
+    algorithm = "RS256"
+
+    def __init__(self, service_account: str, google: GoogleSettings):
+        self.service_account = service_account
+        self._google = google
+        self._client: Any = None
+        self._retry: Any = None
+        self._load_error: Exception | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._load, name="iam-signer-import", daemon=True).start()
+
+    def _load(self) -> None:
+        try:
+            import google.auth
+            import requests
+            from google.api_core import exceptions, retry
+            from google.api_core.client_options import ClientOptions
+            from google.cloud.iam_credentials_v1 import IAMCredentialsClient
+
+            credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+            self._client = IAMCredentialsClient(
+                credentials=credentials,
+                transport="rest",
+                client_options=ClientOptions(api_endpoint=self._google.iam_credentials_endpoint),
+            )
+            self._retry = retry.Retry(
+                predicate=retry.if_exception_type(
+                    exceptions.TooManyRequests, exceptions.InternalServerError, exceptions.BadGateway,
+                    exceptions.ServiceUnavailable, exceptions.GatewayTimeout, exceptions.DeadlineExceeded,
+                    requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                ),
+                initial=0.1, maximum=2.0, multiplier=2.0, timeout=self._google.retry_budget_seconds,
+            )
+        except Exception as error:  # reported on every signing attempt
+            self._load_error = error
+        finally:
+            self._ready.set()
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        self._ready.wait()
+        if self._client is None:
+            raise SigningError(f"the IAM client could not start: {self._load_error}")
+        from google.api_core import exceptions
+
+        name = f"projects/-/serviceAccounts/{self.service_account}"
+        try:
+            response = self._client.sign_jwt(
+                name=name, payload=json.dumps(dict(claims)), retry=self._retry,
+                timeout=self._google.timeout_seconds,
+            )
+        except exceptions.RetryError as error:
+            raise UpstreamUnavailable("IAM signJwt", str(error.cause or error), retry_after=5) from None
+        except exceptions.GoogleAPICallError as error:
+            if error.code in (429, 500, 502, 503, 504) or error.code is None:
+                raise UpstreamUnavailable("IAM signJwt", str(error), retry_after=5) from None
+            raise SigningError(
+                f"IAM signJwt refused for {self.service_account} ({error.code} {error.reason or ''}: "
+                f"{error.message}); the service account needs roles/iam.serviceAccountTokenCreator on itself"
+            ) from None
+        except Exception as error:  # transport failures the retry gave up on
+            raise UpstreamUnavailable("IAM signJwt", f"{type(error).__name__}: {error}", retry_after=5) from None
+        return response.signed_jwt
+
+    def jwks_uri(self, issuer: str) -> str:
+        return self._google.service_account_jwks_uri(self.service_account)
+
+    def public_jwks(self) -> None:
+        return None
+
+
+def load_signer(settings: SignerSettings, google: GoogleSettings, environ: Mapping[str, str]) -> Signer:
+    """Build the configured signer; a bad key or unknown identity is a configuration error."""
+    if settings.kind == "iam":
+        email = settings.service_account
+        if email is None:
+            try:
+                email = metadata.runtime_service_account(environ)
+            except OSError as error:
+                raise ConfigurationError([
+                    "SIGNING_SERVICE_ACCOUNT is not set and the metadata server did not name the runtime "
+                    f"service account ({error}); set SIGNING_SERVICE_ACCOUNT"
+                ]) from None
+        return IamSigner(email, google)
     try:
         return LocalKeySigner.from_pem_file(settings.key_file or "", settings.algorithm)
     except ValueError as error:

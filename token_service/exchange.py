@@ -1,0 +1,156 @@
+"""The optional Google step after the ID token: STS, then impersonation.
+
+``scope``                       -> STS federated access token for the client's principal
+``scope`` + ``service_account`` -> STS token (cloud-platform) -> generateAccessToken
+``service_account`` + ``audience`` -> STS token (cloud-platform) -> generateIdToken
+
+Google's refusals become 403 ``access_denied`` whose description says what was
+refused and what to check; Google being unavailable becomes 503 with
+``Retry-After``. The upstream error body goes to the audit line only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from token_service.config import WorkloadIdentityProvider
+from token_service.errors import OAuthError, Reason, access_denied, invalid_request, temporarily_unavailable
+from token_service.iam_credentials import IamCredentialsClient, IamRefused
+from token_service.sts import StsClient, StsRefused
+from token_service.upstream import UpstreamUnavailable
+
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+MAX_SCOPES = 20
+_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")  # RFC 6749 scope-token
+_SERVICE_ACCOUNT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com|\d{21})$")
+_AUDIENCE = re.compile(r"^[\x21-\x7e]{1,1024}$")
+
+
+@dataclass(frozen=True)
+class ExchangeRequest:
+    scopes: tuple[str, ...] = ()
+    service_account: str | None = None
+    audience: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.scopes or self.service_account or self.audience)
+
+
+@dataclass(frozen=True)
+class ExchangedToken:
+    """What goes beside the ID token in the response (RFC 8693 section 2.2.1 names)."""
+
+    access_token: str
+    issued_token_type: str
+    expires_in: int
+    scope: str | None
+    audit: dict[str, str] = field(default_factory=dict)
+
+
+def parse_exchange_request(parameters: dict[str, str]) -> ExchangeRequest:
+    """Validate ``scope``, ``service_account`` and ``audience`` and their combination."""
+    scope = parameters.get("scope", "")
+    scopes = tuple(scope.split(" ")) if scope else ()
+    if scopes and (len(scopes) > MAX_SCOPES or not all(_SCOPE_TOKEN.match(item) for item in scopes)):
+        raise invalid_request(f"The scope parameter must be up to {MAX_SCOPES} space-separated scopes")
+    service_account = parameters.get("service_account") or None
+    if service_account is not None and not _SERVICE_ACCOUNT.match(service_account):
+        raise invalid_request(
+            f"The service_account parameter {service_account[:80]!r} is not a service account email"
+        )
+    audience = parameters.get("audience") or None
+    if audience is not None and not _AUDIENCE.match(audience):
+        raise invalid_request("The audience parameter must be a printable URI of at most 1024 characters")
+    if audience is not None and (scopes or service_account is None):
+        raise invalid_request(
+            "audience asks for a Google-signed ID token of a service account: send it with "
+            "service_account and without scope"
+        )
+    if service_account is not None and not scopes and audience is None:
+        raise invalid_request(
+            "service_account needs scope (for an access token) or audience (for an ID token)"
+        )
+    return ExchangeRequest(scopes, service_account, audience)
+
+
+class GoogleExchange:
+    def __init__(
+        self,
+        provider: WorkloadIdentityProvider,
+        sts: StsClient,
+        iam: IamCredentialsClient,
+        service_account_token_lifetime: int,
+    ):
+        self._provider = provider
+        self._sts = sts
+        self._iam = iam
+        self._lifetime = service_account_token_lifetime
+
+    def exchange(self, request: ExchangeRequest, id_token: str, client_id: str) -> ExchangedToken:
+        """Run the requested exchange or raise ``OAuthError``."""
+        principal = self._provider.principal(client_id)
+        impersonating = request.service_account is not None
+        # Impersonation needs an STS token that may call IAM; the client's scopes go on the SA token.
+        sts_scope = CLOUD_PLATFORM_SCOPE if impersonating else " ".join(request.scopes)
+        try:
+            federated = self._sts.exchange(id_token, self._provider.sts_audience, sts_scope)
+        except StsRefused as refusal:
+            raise access_denied(
+                f"Google STS refused the ID token ({refusal.error}: {refusal.description[:300]}). Check "
+                f"that provider {self._provider.resource_name} exists, is enabled, and trusts this issuer",
+                Reason.STS_REFUSED, {"upstream": "sts", "upstream_status": str(refusal.status)}, refusal.body,
+            ) from None
+        except UpstreamUnavailable as failure:
+            raise unavailable(failure) from None
+        if not impersonating:
+            return ExchangedToken(
+                federated.access_token, ACCESS_TOKEN_TYPE, federated.expires_in, federated.scope,
+                {"exchange": "sts", "principal": principal},
+            )
+        assert request.service_account is not None
+        audit = {"exchange": "impersonation", "principal": principal, "service_account": request.service_account}
+        try:
+            if request.audience is not None:
+                audit["exchange"] = "service_account_id_token"
+                token = self._iam.generate_id_token(request.service_account, federated.access_token,
+                                                    request.audience)
+                return ExchangedToken(token, ID_TOKEN_TYPE, _seconds_left(token), None, audit)
+            granted = self._iam.generate_access_token(
+                request.service_account, federated.access_token, list(request.scopes), self._lifetime
+            )
+        except IamRefused as refusal:
+            raise access_denied(
+                f"Google IAM refused {refusal.method} for {request.service_account} ({refusal.code}: "
+                f"{refusal.message[:300]}). Check that {principal} has roles/iam.workloadIdentityUser "
+                "on the service account",
+                Reason.IMPERSONATION_REFUSED,
+                {**audit, "upstream": "iam", "upstream_status": str(refusal.status)}, refusal.body,
+            ) from None
+        except UpstreamUnavailable as failure:
+            raise unavailable(failure) from None
+        return ExchangedToken(
+            granted.token, ACCESS_TOKEN_TYPE, max(0, granted.expires_at - int(time.time())),
+            " ".join(request.scopes), audit,
+        )
+
+
+def unavailable(failure: UpstreamUnavailable) -> OAuthError:
+    return temporarily_unavailable(
+        f"{failure.service} is unavailable; retry after {failure.retry_after} s", failure.retry_after
+    )
+
+
+def _seconds_left(jwt_token: str) -> int:
+    try:
+        payload: Any = json.loads(base64.urlsafe_b64decode(jwt_token.split(".")[1] + "=="))
+        return max(0, int(payload["exp"]) - int(time.time()))
+    except (IndexError, ValueError, KeyError, TypeError):
+        return 0

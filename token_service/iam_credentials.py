@@ -1,0 +1,76 @@
+"""IAM Service Account Credentials API, called with a federated (STS) token.
+
+``generateAccessToken`` and ``generateIdToken`` act for whoever holds the
+bearer token, so each call carries the caller's STS token; the broker's own
+identity is never used here. Errors come in Google's envelope
+(``{"error": {"code", "message", "status"}}``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from token_service.upstream import UpstreamClient, UpstreamResponse, bearer
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass(frozen=True)
+class ServiceAccountToken:
+    token: str
+    expires_at: int
+
+
+class IamRefused(Exception):
+    def __init__(self, method: str, response: UpstreamResponse):
+        self.method = method
+        self.status = response.status
+        self.body = response.body
+        self.code, self.message = _google_error(response)
+        super().__init__(f"{method}: {self.status} {self.code}: {self.message}")
+
+
+class IamCredentialsClient:
+    def __init__(self, client: UpstreamClient, endpoint: str):
+        self._client = client
+        self._endpoint = endpoint.rstrip("/")
+
+    def generate_access_token(
+        self, service_account: str, federated_token: str, scopes: list[str], lifetime_seconds: int
+    ) -> ServiceAccountToken:
+        answer = self._call(
+            "generateAccessToken", service_account, federated_token,
+            {"scope": scopes, "lifetime": f"{lifetime_seconds}s"},
+        )
+        expire_time = datetime.fromisoformat(answer["expireTime"].replace("Z", "+00:00"))
+        return ServiceAccountToken(str(answer["accessToken"]), int(expire_time.timestamp()))
+
+    def generate_id_token(self, service_account: str, federated_token: str, audience: str) -> str:
+        answer = self._call(
+            "generateIdToken", service_account, federated_token, {"audience": audience, "includeEmail": True}
+        )
+        return str(answer["token"])
+
+    def _call(self, method: str, service_account: str, federated_token: str, payload: dict) -> dict:
+        url = f"{self._endpoint}/v1/projects/-/serviceAccounts/{quote(service_account, safe='')}:{method}"
+        response = self._client.post(
+            "Google IAM Credentials", url, body=json.dumps(payload).encode(),
+            headers={**JSON_HEADERS, **bearer(federated_token)},
+        )
+        if response.status != 200:
+            raise IamRefused(method, response)
+        try:
+            return response.json()
+        except ValueError:
+            raise IamRefused(method, UpstreamResponse(502, b"malformed response")) from None
+
+
+def _google_error(response: UpstreamResponse) -> tuple[str, str]:
+    try:
+        error = response.json()["error"]
+        return str(error.get("status", response.status)), str(error.get("message", ""))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return f"HTTP_{response.status}", response.body[:200].decode("utf-8", "replace")

@@ -1,0 +1,71 @@
+"""Google Security Token Service: RFC 8693 token exchange of our ID token.
+
+Sent form-encoded with snake_case fields and no Authorization header, as
+google-auth does; STS answers errors in OAuth form (``error``,
+``error_description``), not in Google's error envelope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from token_service.upstream import UpstreamClient, UpstreamResponse
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+
+
+@dataclass(frozen=True)
+class FederatedToken:
+    access_token: str
+    expires_in: int
+    scope: str
+
+
+class StsRefused(Exception):
+    """STS answered with an error (e.g. 400 invalid_grant)."""
+
+    def __init__(self, response: UpstreamResponse):
+        error, description = _oauth_error(response)
+        super().__init__(f"{error}: {description}")
+        self.status = response.status
+        self.error = error
+        self.description = description
+        self.body = response.body
+
+
+class StsClient:
+    def __init__(self, client: UpstreamClient, endpoint: str):
+        self._client = client
+        self._endpoint = endpoint
+
+    def exchange(self, subject_token: str, audience: str, scope: str) -> FederatedToken:
+        form = {
+            "grant_type": TOKEN_EXCHANGE_GRANT,
+            "audience": audience,
+            "scope": scope,
+            "requested_token_type": ACCESS_TOKEN_TYPE,
+            "subject_token": subject_token,
+            "subject_token_type": ID_TOKEN_TYPE,
+        }
+        response = self._client.post(
+            "Google STS", self._endpoint, body=urlencode(form).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        if response.status != 200:
+            raise StsRefused(response)
+        try:
+            answer = response.json()
+            return FederatedToken(str(answer["access_token"]), int(answer["expires_in"]), scope)
+        except (ValueError, KeyError, TypeError):
+            raise StsRefused(UpstreamResponse(502, b'{"error":"malformed_response"}')) from None
+
+
+def _oauth_error(response: UpstreamResponse) -> tuple[str, str]:
+    try:
+        answer = response.json()
+        return str(answer.get("error", f"http_{response.status}")), str(answer.get("error_description", ""))
+    except (ValueError, AttributeError):
+        return f"http_{response.status}", response.body[:200].decode("utf-8", "replace")
