@@ -18,23 +18,61 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools import gateway
+from devtools import gateway, google_emulator
 from devtools.pki import ensure_dev_pki
 
 ROOT = Path(__file__).resolve().parent.parent
+# Variables a developer may set to change `make run`'s function (see the README's configuration table).
+SETTING_PREFIXES = ("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_", "AUDIT_", "SERVICE_ACCOUNT_",
+                    "UPSTREAM_", "STS_", "IAM_", "GOOGLE_CLOUD_PROJECT", "WORKERS", "THREADS")
 
 
-def local_environment(local_dir: Path, gateway_port: int, overrides: Mapping[str, str] = ()) -> dict[str, str]:
-    """The embedded defaults of a local run; explicit settings in ``overrides`` win."""
+PROJECT_NUMBER = "123456789012"
+POOL_ID = "local-pool"
+PROVIDER_ID = "token-service"
+RUNTIME_SERVICE_ACCOUNT = "token-service@local-project.iam.gserviceaccount.com"
+WORKLOAD_SERVICE_ACCOUNT = "workload@local-project.iam.gserviceaccount.com"
+
+
+def local_environment(
+    local_dir: Path, gateway_port: int, emulator_port: int | None = None, overrides: Mapping[str, str] = ()
+) -> dict[str, str]:
+    """The embedded defaults of a local run; explicit settings in ``overrides`` win.
+
+    With an emulator port, every Google endpoint (STS, IAM Credentials, the
+    service-account keys, the metadata server) points at the local emulator.
+    """
     defaults = {
         "TOKEN_ISSUER": f"https://127.0.0.1:{gateway_port}",
-        "WORKLOAD_IDENTITY_PROJECT_NUMBER": "123456789012",
-        "WORKLOAD_IDENTITY_POOL_ID": "local-pool",
-        "WORKLOAD_IDENTITY_PROVIDER_ID": "token-service",
+        "WORKLOAD_IDENTITY_PROJECT_NUMBER": PROJECT_NUMBER,
+        "WORKLOAD_IDENTITY_POOL_ID": POOL_ID,
+        "WORKLOAD_IDENTITY_PROVIDER_ID": PROVIDER_ID,
         "TOKEN_SIGNER": "local",
         "SIGNING_KEY_FILE": str(local_dir / "signing-key.pem"),
     }
-    return {**defaults, **dict(overrides)}
+    if emulator_port is not None:
+        emulator = f"http://127.0.0.1:{emulator_port}"
+        defaults.update(
+            STS_ENDPOINT=f"{emulator}/v1/token",
+            IAM_CREDENTIALS_ENDPOINT=emulator,
+            SERVICE_ACCOUNT_KEYS_ENDPOINT=emulator,
+            GCE_METADATA_HOST=f"127.0.0.1:{emulator_port}",
+            GCE_METADATA_IP=f"127.0.0.1:{emulator_port}",
+        )
+    environment = {**defaults, **dict(overrides)}
+    if environment["TOKEN_SIGNER"] == "iam":
+        environment.pop("SIGNING_KEY_FILE", None)
+    return environment
+
+
+def start_emulator(pki_dir: Path, gateway_port: int, port: int = 0):
+    """The Google emulator, trusting the dev CA so it can fetch the broker's discovery document."""
+    emulator = google_emulator.local_emulator(
+        issuer=f"https://127.0.0.1:{gateway_port}", project_number=PROJECT_NUMBER, pool_id=POOL_ID,
+        provider_id=PROVIDER_ID, ca_file=str(pki_dir / "ca.pem"),
+        runtime_service_account=RUNTIME_SERVICE_ACCOUNT, workload_service_account=WORKLOAD_SERVICE_ACCOUNT,
+    )
+    return emulator, google_emulator.serve(emulator, port)
 
 
 def free_port() -> int:
@@ -66,13 +104,16 @@ def start_function(
     env: Mapping[str, str], port: int, *, stdout=None, stderr=None, ready_timeout: float = 30.0
 ) -> FunctionProcess:
     """Run main.py under functions-framework (gunicorn, not --debug) and wait until it answers."""
+    # Only the given settings reach the function: nothing from the developer's shell leaks in
+    # (a GOOGLE_APPLICATION_CREDENTIALS there would change who the IAM signer is).
+    inherited = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TZ") if name in os.environ}
     command = [
         str(Path(sys.executable).parent / "functions-framework"),
         "--target=handle_request", f"--source={ROOT / 'main.py'}",
         "--host=127.0.0.1", f"--port={port}",
     ]
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, **env}, stdout=stdout, stderr=stderr
+        command, cwd=ROOT, env={**inherited, **env}, stdout=stdout, stderr=stderr
     )
     function = FunctionProcess(process, port)
     deadline = time.monotonic() + ready_timeout
@@ -105,7 +146,11 @@ def main() -> int:
     paths = ensure_dev_pki(local_dir)
     function_port = int(os.environ.get("FUNCTION_PORT", "8080"))
     gateway_port = int(os.environ.get("GATEWAY_PORT", "8443"))
-    env = local_environment(local_dir, gateway_port, {k: v for k, v in os.environ.items() if v})
+    emulator_port = int(os.environ.get("EMULATOR_PORT", "8090"))
+    settings = {name: value for name, value in os.environ.items()
+                if value and name.startswith(SETTING_PREFIXES)}
+    env = local_environment(local_dir, gateway_port, emulator_port, settings)
+    start_emulator(paths["ca"].parent, gateway_port, emulator_port)
     function = start_function(env, function_port)
     start_gateway(paths["ca"].parent, gateway_port, function.url, env)
     relative = {name: path.relative_to(ROOT) for name, path in paths.items()}
@@ -114,11 +159,14 @@ def main() -> int:
 Token service running (local signer, dev PKI; tokens are signed by {relative['signing_key']}).
   function (functions-framework): {function.url}
   mTLS gateway (plays the Google load balancer): https://127.0.0.1:{gateway_port}
+  Google emulator (STS, IAM Credentials, metadata; its tokens are NOT Google's): http://127.0.0.1:{emulator_port}
 
 Get an ID token with the dev client certificate:
   curl --cacert {relative['ca']} --cert {relative['client_cert']} --key {relative['client_key']} \\
        https://127.0.0.1:{gateway_port}/token -d grant_type=client_credentials
 
+Add -d scope=https://www.googleapis.com/auth/cloud-platform for an (emulated) STS token, and
+  -d service_account={WORKLOAD_SERVICE_ACCOUNT} to impersonate.
 Discovery:  curl --cacert {relative['ca']} https://127.0.0.1:{gateway_port}/.well-known/openid-configuration
 More client certificates:  .venv/bin/python -m devtools.pki client NAME --dns host.example --spiffe spiffe://td/x
 Audit lines are printed below. Ctrl-C stops both.

@@ -8,7 +8,7 @@ named fields only.
 
 Two writers produce the same entry: ``JsonLineWriter`` (no dependencies) and
 ``CloudLoggingWriter`` (google-cloud-logging's ``StructuredLogHandler``), whose
-heavy import is started in the background so it never delays a cold start.
+heavy import runs in the background (``BackgroundLoader``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
+from token_service.background import BackgroundLoader
 from token_service.errors import OAuthError
 
 LABEL_VALUE_LIMIT = 1024
@@ -144,36 +145,28 @@ class JsonLineWriter:
 
 
 class CloudLoggingWriter:
-    """Writes through google-cloud-logging's ``StructuredLogHandler``."""
+    """Writes through google-cloud-logging's ``StructuredLogHandler`` (imported in the background)."""
 
     def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
         self._stream = stream
         self._project_id = project_id
-        self._logger: logging.Logger | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._load, name="audit-log-import", daemon=True).start()
+        self._logger = BackgroundLoader("audit-log-import", self._load)
 
-    def _load(self) -> None:
-        try:
-            from google.cloud.logging_v2.handlers import StructuredLogHandler
+    def _load(self) -> logging.Logger:
+        from google.cloud.logging_v2.handlers import StructuredLogHandler
 
-            # sys.__stdout__ is where the handler writes on Cloud Functions too:
-            # it bypasses functions-framework's stdout redirection.
-            handler = StructuredLogHandler(
-                project_id=self._project_id, stream=self._stream or sys.__stdout__
-            )
-            logger = logging.getLogger("token_service.audit")
-            logger.propagate = False
-            logger.setLevel(logging.INFO)
-            logger.handlers = [handler]
-            self._logger = logger
-        finally:
-            self._ready.set()
+        # sys.__stdout__ is where the handler writes on Cloud Functions too:
+        # it bypasses functions-framework's stdout redirection.
+        handler = StructuredLogHandler(project_id=self._project_id, stream=self._stream or sys.__stdout__)
+        # The library announces itself once; do it now, so no token attempt gets a second line.
+        handler.emit_instrumentation_info()
+        logger = logging.getLogger("token_service.audit")
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+        logger.handlers = [handler]
+        return logger
 
     def write(self, record: AuditRecord) -> None:
-        self._ready.wait()
-        if self._logger is None:
-            raise RuntimeError("google-cloud-logging could not be loaded")
         extra: dict[str, Any] = {"labels": record.labels, "json_fields": record.fields}
         if record.trace is not None:
             # An explicit trace is written as given, so it must already be the full name.
@@ -181,7 +174,7 @@ class CloudLoggingWriter:
             extra["trace_sampled"] = record.trace.sampled
         if record.http_request is not None:
             extra["http_request"] = _http_request(record)
-        self._logger.log(logging.getLevelName(record.severity), record.message, extra=extra)
+        self._logger.get().log(logging.getLevelName(record.severity), record.message, extra=extra)
 
 
 def audit_writer(handler: str, project_id: str | None, stream: IO[str] | None = None) -> AuditWriter:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from token_service import metadata
+from token_service.background import BackgroundLoader
 from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
 from token_service.upstream import UpstreamUnavailable
 
@@ -87,8 +87,8 @@ class LocalKeySigner:
 class IamSigner:
     """Signs with IAM Credentials ``signJwt`` as a service account (google-cloud-iam).
 
-    The client library takes about 0.2 s to import, so it loads on a background
-    thread from construction; the first signature waits for it if needed.
+    The client library takes about 0.2 s to import, so it loads in the background
+    (``BackgroundLoader``); the first signature waits for it if needed.
     """
 
     algorithm = "RS256"
@@ -96,50 +96,42 @@ class IamSigner:
     def __init__(self, service_account: str, google: GoogleSettings):
         self.service_account = service_account
         self._google = google
-        self._client: Any = None
-        self._retry: Any = None
-        self._load_error: Exception | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._load, name="iam-signer-import", daemon=True).start()
+        self._client = BackgroundLoader("iam-signer-import", self._load)
 
-    def _load(self) -> None:
-        try:
-            import google.auth
-            import requests
-            from google.api_core import exceptions, retry
-            from google.api_core.client_options import ClientOptions
-            from google.cloud.iam_credentials_v1 import IAMCredentialsClient
+    def _load(self) -> tuple[Any, Any]:
+        import google.auth
+        import requests
+        from google.api_core import exceptions, retry
+        from google.api_core.client_options import ClientOptions
+        from google.cloud.iam_credentials_v1 import IAMCredentialsClient
 
-            credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-            self._client = IAMCredentialsClient(
-                credentials=credentials,
-                transport="rest",
-                client_options=ClientOptions(api_endpoint=self._google.iam_credentials_endpoint),
-            )
-            self._retry = retry.Retry(
-                predicate=retry.if_exception_type(
-                    exceptions.TooManyRequests, exceptions.InternalServerError, exceptions.BadGateway,
-                    exceptions.ServiceUnavailable, exceptions.GatewayTimeout, exceptions.DeadlineExceeded,
-                    requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                ),
-                initial=0.1, maximum=2.0, multiplier=2.0, timeout=self._google.retry_budget_seconds,
-            )
-        except Exception as error:  # reported on every signing attempt
-            self._load_error = error
-        finally:
-            self._ready.set()
+        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+        client = IAMCredentialsClient(
+            credentials=credentials,
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=self._google.iam_credentials_endpoint),
+        )
+        policy = retry.Retry(
+            predicate=retry.if_exception_type(
+                exceptions.TooManyRequests, exceptions.InternalServerError, exceptions.BadGateway,
+                exceptions.ServiceUnavailable, exceptions.GatewayTimeout, exceptions.DeadlineExceeded,
+                requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+            ),
+            initial=0.1, maximum=2.0, multiplier=2.0, timeout=self._google.retry_budget_seconds,
+        )
+        return client, policy
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        self._ready.wait()
-        if self._client is None:
-            raise SigningError(f"the IAM client could not start: {self._load_error}")
+        try:
+            client, policy = self._client.get()
+        except Exception as error:
+            raise SigningError(f"the IAM client could not start: {type(error).__name__}: {error}") from None
         from google.api_core import exceptions
 
         name = f"projects/-/serviceAccounts/{self.service_account}"
         try:
-            response = self._client.sign_jwt(
-                name=name, payload=json.dumps(dict(claims)), retry=self._retry,
-                timeout=self._google.timeout_seconds,
+            response = client.sign_jwt(
+                name=name, payload=json.dumps(dict(claims)), retry=policy, timeout=self._google.timeout_seconds
             )
         except exceptions.RetryError as error:
             raise UpstreamUnavailable("IAM signJwt", str(error.cause or error), retry_after=5) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.local import free_port, local_environment, start_function, start_gateway
+from devtools.local import free_port, local_environment, start_emulator, start_function, start_gateway
 from devtools.pki import ensure_dev_pki, mint_client
 
 
@@ -23,6 +23,8 @@ class Stack:
     pki: dict[str, Path]
     gateway_urls: dict[str, str]
     audit_file: Path
+    emulator: object
+    emulator_url: str
     certs: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
@@ -84,27 +86,35 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None)
         issued = mint_client(local_dir, client, **options)
         certs[client] = (str(issued.certificate), str(issued.key))
     function_port, each_port, joined_port = free_port(), free_port(), free_port()
-    env = local_environment(local_dir, each_port, overrides or {})
+    emulator, emulator_server = start_emulator(pki["ca"].parent, each_port)
+    emulator_port = emulator_server.server_address[1]
+    env = local_environment(local_dir, each_port, emulator_port, overrides or {})
     audit_file = local_dir / "function.log"
     log = audit_file.open("w")
     function = start_function(env, function_port, stdout=log, stderr=log)
     gateways = [
         start_gateway(pki["ca"].parent, each_port, function.url, env, san_shape="each"),
         start_gateway(pki["ca"].parent, joined_port, function.url, env, san_shape="joined"),
+        emulator_server,
     ]
     stack = Stack(local_dir, pki, {"each": f"https://127.0.0.1:{each_port}",
-                                   "joined": f"https://127.0.0.1:{joined_port}"}, audit_file, certs)
+                                   "joined": f"https://127.0.0.1:{joined_port}"}, audit_file,
+                  emulator, f"http://127.0.0.1:{emulator_port}", certs)
     return stack, function, gateways, log
+
+
+def stop(function, servers, log) -> None:
+    for server in servers:
+        server.shutdown()
+    function.stop()
+    log.close()
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    stack, function, gateways, log = launch(tmp_path_factory, "stack")
+    stack, function, servers, log = launch(tmp_path_factory, "stack", {"UPSTREAM_RETRY_BUDGET": "1.5"})
     yield stack
-    for gateway in gateways:
-        gateway.shutdown()
-    function.stop()
-    log.close()
+    stop(function, servers, log)
 
 
 @pytest.fixture(scope="session")
@@ -114,7 +124,15 @@ def spiffe_stack(tmp_path_factory):
         tmp_path_factory, "spiffe", {"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-SPIFFE", "TOKEN_VALIDITY": "10"}
     )
     yield stack
-    for gateway in gateways:
-        gateway.shutdown()
-    function.stop()
-    log.close()
+    stop(function, gateways, log)
+
+
+@pytest.fixture(scope="session")
+def iam_stack(tmp_path_factory):
+    """The production configuration: IAM signJwt as the runtime service account, google-cloud-logging."""
+    stack, function, servers, log = launch(
+        tmp_path_factory, "iam",
+        {"TOKEN_SIGNER": "iam", "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"},
+    )
+    yield stack
+    stop(function, servers, log)
