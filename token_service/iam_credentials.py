@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from token_service.upstream import UpstreamClient, UpstreamResponse, bearer
+from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable, bearer
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -45,14 +45,19 @@ class IamCredentialsClient:
             "generateAccessToken", service_account, federated_token,
             {"scope": scopes, "lifetime": f"{lifetime_seconds}s"},
         )
-        expire_time = datetime.fromisoformat(answer["expireTime"].replace("Z", "+00:00"))
-        return ServiceAccountToken(str(answer["accessToken"]), int(expire_time.timestamp()))
+        try:
+            expire_time = datetime.fromisoformat(str(answer["expireTime"]).replace("Z", "+00:00"))
+            return ServiceAccountToken(str(answer["accessToken"]), int(expire_time.timestamp()))
+        except (KeyError, ValueError, TypeError):
+            raise _malformed() from None
 
     def generate_id_token(self, service_account: str, federated_token: str, audience: str) -> str:
         answer = self._call(
             "generateIdToken", service_account, federated_token, {"audience": audience, "includeEmail": True}
         )
-        return str(answer["token"])
+        if not isinstance(answer.get("token"), str):
+            raise _malformed()
+        return answer["token"]
 
     def _call(self, method: str, service_account: str, federated_token: str, payload: dict) -> dict:
         url = f"{self._endpoint}/v1/projects/-/serviceAccounts/{quote(service_account, safe='')}:{method}"
@@ -63,9 +68,16 @@ class IamCredentialsClient:
         if response.status != 200:
             raise IamRefused(method, response)
         try:
-            return response.json()
+            answer = response.json()
         except ValueError:
-            raise IamRefused(method, UpstreamResponse(502, b"malformed response")) from None
+            raise _malformed() from None
+        if not isinstance(answer, dict):
+            raise _malformed()
+        return answer
+
+
+def _malformed() -> UpstreamUnavailable:
+    return UpstreamUnavailable("Google IAM Credentials", "malformed response", retry_after=5)
 
 
 def _google_error(response: UpstreamResponse) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from token_service.upstream import UpstreamClient, UpstreamResponse
+from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -60,7 +60,7 @@ class StsClient:
             answer = response.json()
             return FederatedToken(str(answer["access_token"]), int(answer["expires_in"]), scope)
         except (ValueError, KeyError, TypeError):
-            raise StsRefused(UpstreamResponse(502, b'{"error":"malformed_response"}')) from None
+            raise UpstreamUnavailable("Google STS", "malformed token response", retry_after=5) from None
 
 
 def _oauth_error(response: UpstreamResponse) -> tuple[str, str]:
