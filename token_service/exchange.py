@@ -52,6 +52,7 @@ class ExchangedToken:
     issued_token_type: str
     expires_in: int
     scope: str | None
+    summary: str  # for the audit message, e.g. "an access token of sa@..."
     audit: dict[str, str] = field(default_factory=dict)
 
 
@@ -113,7 +114,7 @@ class GoogleExchange:
         if not impersonating:
             return ExchangedToken(
                 federated.access_token, ACCESS_TOKEN_TYPE, federated.expires_in, federated.scope,
-                {"exchange": "sts", "principal": principal},
+                "an STS access token", {"exchange": "sts", "principal": principal},
             )
         assert request.service_account is not None
         audit = {"exchange": "impersonation", "principal": principal, "service_account": request.service_account}
@@ -122,7 +123,8 @@ class GoogleExchange:
                 audit["exchange"] = "service_account_id_token"
                 token = self._iam.generate_id_token(request.service_account, federated.access_token,
                                                     request.audience)
-                return ExchangedToken(token, ID_TOKEN_TYPE, _seconds_left(token), None, audit)
+                return ExchangedToken(token, ID_TOKEN_TYPE, _seconds_left(token), None,
+                                      f"an ID token of {request.service_account}", audit)
             granted = self._iam.generate_access_token(
                 request.service_account, federated.access_token, list(request.scopes), self._lifetime
             )
@@ -138,7 +140,7 @@ class GoogleExchange:
             raise unavailable(failure) from None
         return ExchangedToken(
             granted.token, ACCESS_TOKEN_TYPE, max(0, granted.expires_at - int(time.time())),
-            " ".join(request.scopes), audit,
+            " ".join(request.scopes), f"an access token of {request.service_account}", audit,
         )
 
 

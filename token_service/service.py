@@ -111,7 +111,7 @@ class TokenService:
             message = f"Issued ID token for client '{labels['client_id']}'"
             if wanted.wanted:
                 issued = self._exchange_for(wanted, issued, labels)
-                message += f" and {labels['exchange'].replace('_', ' ')} token"
+                message += f" and {issued.exchanged.summary}"
             result = TokenResult(200, success_body(issued, response_format))
         except OAuthError as refusal:
             error = refusal
