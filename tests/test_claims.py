@@ -1,7 +1,7 @@
 from datetime import UTC, datetime
 
 from tests.support import FINGERPRINT
-from token_service.claims import certificate_claims
+from token_service.claims import assertion_proof, certificate_proof, id_token_claims
 from token_service.mtls import ClientCertificate
 
 
@@ -15,15 +15,16 @@ def certificate(**overrides) -> ClientCertificate:
     return ClientCertificate(**values)
 
 
-def claims_for(cert: ClientCertificate, issued_at: int = 1_700_000_000, validity: int = 300):
-    return certificate_claims(
+def claims_for(proof, extra=None):
+    return id_token_claims(
         issuer="https://issuer", audience="https://iam.googleapis.com/x", flow="xlb-mtls-client-credentials",
-        certificate=cert, issued_at=issued_at, validity_seconds=validity,
+        client_id=FINGERPRINT, issued_at=1_700_000_000, expires_at=1_700_000_300, proof_claims=proof,
+        extra_claims=extra,
     )
 
 
 def test_claims_match_the_documented_token():
-    claims = claims_for(certificate()).payload
+    claims = claims_for(certificate_proof(certificate())).payload
     assert claims["iss"] == "https://issuer"
     assert claims["aud"] == "https://iam.googleapis.com/x"
     assert claims["sub"] == claims["client_id"] == FINGERPRINT
@@ -37,10 +38,16 @@ def test_claims_match_the_documented_token():
 
 
 def test_every_token_has_a_fresh_jti():
-    assert claims_for(certificate()).jti != claims_for(certificate()).jti
+    proof = certificate_proof(certificate())
+    assert claims_for(proof).jti != claims_for(proof).jti
 
 
-def test_token_never_outlives_the_certificate():
-    soon = datetime.fromtimestamp(1_700_000_100, tz=UTC)
-    claims = claims_for(certificate(not_after=soon))
-    assert claims.expires_at == 1_700_000_100
+def test_extra_claims_never_replace_the_brokers_own():
+    claims = claims_for({}, extra={"team": "payments", "sub": "forged", "iss": "forged"}).payload
+    assert claims["team"] == "payments"
+    assert claims["sub"] == FINGERPRINT and claims["iss"] == "https://issuer"
+
+
+def test_assertion_proof_records_the_source():
+    proof = assertion_proof("prod", {"iss": "https://k8s", "sub": "system:serviceaccount:a:b", "x": 1})
+    assert proof == {"assertion": {"issuer": "prod", "iss": "https://k8s", "sub": "system:serviceaccount:a:b"}}

@@ -4,7 +4,9 @@ Names match the predecessor and its documented attribute mapping
 (``google.subject=assertion.client_id``, ``attribute.client_x5_*``), so existing
 workload identity providers keep working. Every ``client`` entry is always
 present (empty when the certificate lacks it) so CEL mappings never fail on a
-missing key.
+missing key. What the client proved adds its own claims (``client`` and ``cnf``
+for a certificate, ``assertion`` for a signed assertion); a policy rule may add
+more.
 """
 
 from __future__ import annotations
@@ -31,29 +33,35 @@ class IdTokenClaims:
         return self.payload["exp"]
 
 
-def certificate_claims(
+def id_token_claims(
     *,
     issuer: str,
     audience: str,
     flow: str,
-    certificate: ClientCertificate,
+    client_id: str,
     issued_at: int,
-    validity_seconds: int,
+    expires_at: int,
+    proof_claims: dict[str, Any],
+    extra_claims: dict[str, Any] | None = None,
 ) -> IdTokenClaims:
-    """Claims for a client authenticated by its certificate (RFC 8705)."""
-    expires_at = issued_at + validity_seconds
-    if certificate.not_after is not None:
-        # A token must not outlive the certificate that earned it.
-        expires_at = min(expires_at, int(certificate.not_after.timestamp()))
     payload: dict[str, Any] = {
+        **(extra_claims or {}),
         "iss": issuer,
         "aud": audience,
-        "sub": certificate.client_id,
+        "sub": client_id,
         "iat": issued_at,
         "exp": expires_at,
         "jti": str(uuid.uuid4()),
         "amr": [flow],
-        "client_id": certificate.client_id,
+        "client_id": client_id,
+        **proof_claims,
+    }
+    return IdTokenClaims(payload)
+
+
+def certificate_proof(certificate: ClientCertificate) -> dict[str, Any]:
+    """``client`` (the predecessor's names) and ``cnf`` (RFC 8705 binding) for a certificate."""
+    return {
         "client": {
             "x5_spiffe": certificate.spiffe_id,
             "x5_dnssan": certificate.dns_sans[0] if certificate.dns_sans else "",
@@ -65,4 +73,8 @@ def certificate_claims(
         },
         "cnf": {"x5t#S256": certificate.x5t_s256},
     }
-    return IdTokenClaims(payload)
+
+
+def assertion_proof(issuer_name: str, claims: dict[str, Any]) -> dict[str, Any]:
+    """Where a jwt-bearer client's identity came from."""
+    return {"assertion": {"issuer": issuer_name, "iss": claims["iss"], "sub": claims["sub"]}}

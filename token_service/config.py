@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 XLB_MTLS_FLOW = "xlb-mtls-client-credentials"
-KNOWN_FLOWS = frozenset({XLB_MTLS_FLOW})
+JWT_BEARER_FLOW = "jwt-bearer"
+CLIENT_SECRET_FLOW = "client-secret"
+KNOWN_FLOWS = frozenset({XLB_MTLS_FLOW, JWT_BEARER_FLOW, CLIENT_SECRET_FLOW})
+# Flows whose clients exist only in the policy file.
+POLICY_FLOWS = frozenset({JWT_BEARER_FLOW, CLIENT_SECRET_FLOW})
 SIGNER_KINDS = ("iam", "local")
 SIGNING_ALGORITHMS = ("RS256", "ES256")
 AUDIT_LOG_HANDLERS = ("json", "cloud-logging")
@@ -152,6 +156,7 @@ class Settings:
     google: GoogleSettings
     audit_log_handler: str
     project_id: str | None
+    policy_file: str | None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -166,6 +171,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     google = _google(reader)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
+    policy_file = reader.get("POLICY_FILE")
+    needing_policy = sorted(flows & POLICY_FLOWS)
+    if needing_policy and policy_file is None:
+        reader.fail(f"AUTH_FLOWS enables {', '.join(needing_policy)}, whose clients are defined in a policy; "
+                    "set POLICY_FILE")
     if reader.problems:
         raise ConfigurationError(reader.problems)
     return Settings(
@@ -178,6 +188,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         google=google,
         audit_log_handler=audit,
         project_id=project_id,
+        policy_file=policy_file,
     )
 
 

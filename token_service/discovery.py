@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from token_service.config import XLB_MTLS_FLOW
+from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW
+from token_service.jwt_bearer import GRANT_TYPE as JWT_BEARER_GRANT
 
-# What each flow adds to the metadata: (grant type, token endpoint auth method).
-FLOW_METADATA = {XLB_MTLS_FLOW: ("client_credentials", "tls_client_auth")}
+# What each flow adds to the metadata: (grant type, token endpoint auth methods). A jwt-bearer
+# assertion is the grant itself, not a way for a client to authenticate.
+FLOW_METADATA = {
+    XLB_MTLS_FLOW: ("client_credentials", ("tls_client_auth",)),
+    CLIENT_SECRET_FLOW: ("client_credentials", ("client_secret_basic", "client_secret_post")),
+    JWT_BEARER_FLOW: (JWT_BEARER_GRANT, ()),
+}
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 
@@ -29,8 +35,11 @@ def discovery_document(
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [algorithm],
         "grant_types_supported": _distinct(FLOW_METADATA[flow][0] for flow in flows),
-        "token_endpoint_auth_methods_supported": _distinct(FLOW_METADATA[flow][1] for flow in flows),
-        "claims_supported": ["iss", "aud", "sub", "iat", "exp", "jti", "amr", "client_id", "client", "cnf"],
+        "token_endpoint_auth_methods_supported": _distinct(
+            method for flow in flows for method in FLOW_METADATA[flow][1]
+        ),
+        "claims_supported": ["iss", "aud", "sub", "iat", "exp", "jti", "amr", "client_id", "client", "cnf",
+                             "assertion"],
     }
 
 

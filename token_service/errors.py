@@ -27,6 +27,13 @@ class Reason(enum.StrEnum):
     MALFORMED_CERTIFICATE_HEADER = "malformed_certificate_header"
     CLIENT_ID_MISSING = "client_id_missing"
     CLIENT_ID_TOO_LONG = "client_id_too_long"
+    POLICY_DENIED = "policy_denied"
+    UNTRUSTED_ISSUER = "untrusted_issuer"
+    INVALID_ASSERTION = "invalid_assertion"
+    ASSERTION_REPLAYED = "assertion_replayed"
+    ISSUER_KEYS_UNAVAILABLE = "issuer_keys_unavailable"
+    INVALID_CLIENT_SECRET = "invalid_client_secret"
+    RATE_LIMITED = "rate_limited"
     STS_REFUSED = "sts_refused"
     IMPERSONATION_REFUSED = "impersonation_refused"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
@@ -81,6 +88,10 @@ def temporarily_unavailable(description: str, retry_after: int) -> OAuthError:
         503, "temporarily_unavailable", description, Reason.UPSTREAM_UNAVAILABLE,
         headers=(("Retry-After", str(retry_after)),),
     )
+
+
+def invalid_grant(description: str, reason: Reason) -> OAuthError:
+    return OAuthError(400, "invalid_grant", description, reason)
 
 
 def server_error(description: str, reason: Reason = Reason.INTERNAL_ERROR) -> OAuthError:

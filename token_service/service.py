@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from token_service import mtls
 from token_service.audit import (
     AuditWriter,
     HttpRequestInfo,
@@ -24,18 +24,17 @@ from token_service.audit import (
     parse_trace,
     token_attempt,
 )
-from token_service.claims import certificate_claims
-from token_service.config import XLB_MTLS_FLOW, Settings, load_settings
-from token_service.discovery import FLOW_METADATA, discovery_document
-from token_service.errors import (
-    OAuthError,
-    Reason,
-    invalid_request,
-    server_error,
-    unsupported_grant_type,
-)
+from token_service.authentication import AuthenticatedClient, Authenticator
+from token_service.claims import id_token_claims
+from token_service.client_secret import SecretAuthenticator
+from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
+from token_service.discovery import discovery_document
+from token_service.errors import OAuthError, Reason, invalid_request, server_error
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
+from token_service.jwks_cache import JwksCache
+from token_service.jwt_bearer import AssertionVerifier
+from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
 from token_service.responses import (
     EXTERNAL_CREDENTIAL_FORMAT,
     OAUTH_FORMAT,
@@ -68,12 +67,16 @@ class TokenService:
         audit: AuditWriter,
         exchange: GoogleExchange | None = None,
         clock: Callable[[], float] = time.time,
+        policy: Policy | None = None,
+        authenticator: Authenticator | None = None,
     ):
         self.settings = settings
         self.signer = signer
         self._audit = audit
         self._exchange = exchange
         self._clock = clock
+        self._policy = policy
+        self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._header_names = settings.mtls_headers.certificate_headers()
         self.discovery_json = _json_bytes(
             discovery_document(
@@ -104,11 +107,15 @@ class TokenService:
             request = parse_token_request(body, content_type)
             response_format = request.response_format
             labels.update(grant_type=request.grant_type[:64], format=response_format)
-            flow = self._flow_for(request.grant_type)
+            flow = self._authenticator.flow_for(request.grant_type, headers, request.parameters)
             labels["flow"] = flow
             wanted = self._exchange_request(request.parameters, response_format)
-            issued = self._issue_for_certificate(flow, headers, labels)
-            message = f"Issued ID token for client '{labels['client_id']}'"
+            now = self._clock()
+            client = self._authenticator.authenticate(flow, headers, request.parameters, _utc(now))
+            labels.update(client.labels)
+            grant = self._grant(client, wanted, labels)
+            issued = self._issue(client, grant, now, labels)
+            message = f"Issued ID token for client '{client.client_id}'"
             if wanted.wanted:
                 issued = self._exchange_for(wanted, issued, labels)
                 message += f" and {issued.exchanged.summary}"
@@ -157,35 +164,27 @@ class TokenService:
         labels.update(exchanged.audit)
         return IssuedTokens(issued.id_token, issued.id_token_expires_at, exchanged)
 
-    def _flow_for(self, grant_type: str) -> str:
-        if not grant_type:
-            raise invalid_request(
-                "The grant_type parameter is required (e.g. grant_type=client_credentials)"
-            )
-        for flow in sorted(self.settings.auth_flows):
-            if FLOW_METADATA[flow][0] == grant_type:
-                return flow
-        known = {grant for grant, _ in FLOW_METADATA.values()}
-        reason = Reason.FLOW_DISABLED if grant_type in known else Reason.UNSUPPORTED_GRANT_TYPE
-        enabled = ", ".join(FLOW_METADATA[flow][0] for flow in sorted(self.settings.auth_flows))
-        raise unsupported_grant_type(
-            f"The grant type {grant_type[:64]!r} is not enabled here; enabled: {enabled}", reason
-        )
+    def _grant(self, client: AuthenticatedClient, wanted: ExchangeRequest, labels: dict[str, str]) -> Grant:
+        if self._policy is None:
+            return OPEN_GRANT
+        grant = self._policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
+        labels["policy_rule"] = grant.rule
+        return grant
 
-    def _issue_for_certificate(
-        self, flow: str, headers: Mapping[str, str], labels: dict[str, str]
-    ) -> IssuedTokens:
-        assert flow == XLB_MTLS_FLOW
-        now = self._clock()
-        certificate = mtls.authenticate(headers, self.settings.mtls_headers, _utc(now))
-        labels["client_id"] = certificate.client_id
-        claims = certificate_claims(
+    def _issue(self, client: AuthenticatedClient, grant: Grant, now: float, labels: dict[str, str]) -> IssuedTokens:
+        lifetime = min(self.settings.token_validity_seconds, grant.max_token_lifetime or sys.maxsize)
+        expires_at = int(now) + lifetime
+        if client.valid_until is not None:  # never outlive the certificate or assertion that earned it
+            expires_at = min(expires_at, client.valid_until)
+        claims = id_token_claims(
             issuer=self.settings.issuer,
             audience=self.settings.provider.token_audience,
-            flow=flow,
-            certificate=certificate,
+            flow=client.flow,
+            client_id=client.client_id,
             issued_at=int(now),
-            validity_seconds=self.settings.token_validity_seconds,
+            expires_at=expires_at,
+            proof_claims=client.proof_claims,
+            extra_claims=grant.extra_claims,
         )
         try:
             id_token = self.signer.sign(claims.payload)
@@ -217,7 +216,15 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
         google.service_account_token_lifetime,
     )
     audit = audit_writer(settings.audit_log_handler, settings.project_id)
-    return TokenService(settings, signer, audit, exchange)
+    policy = load_policy(settings.policy_file) if settings.policy_file else None
+    authenticator = Authenticator(
+        settings.auth_flows,
+        settings.mtls_headers,
+        AssertionVerifier(policy, (settings.issuer, f"{settings.issuer}/token"), JwksCache(UpstreamClient()))
+        if policy and JWT_BEARER_FLOW in settings.auth_flows else None,
+        SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None,
+    )
+    return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)
 
 
 def _utc(timestamp: float) -> datetime:

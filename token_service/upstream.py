@@ -56,10 +56,13 @@ class UpstreamClient:
             headers={"User-Agent": USER_AGENT},
         )
 
-    def post(
-        self, service: str, url: str, *, body: bytes, headers: dict[str, str]
-    ) -> UpstreamResponse:
+    def post(self, service: str, url: str, *, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """POST with retries; returns the final answer (any status) or raises ``UpstreamUnavailable``."""
+        return self.request("POST", service, url, body=body, headers=headers)
+
+    def request(
+        self, method: str, service: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> UpstreamResponse:
         policy = self.policy
         deadline = time.monotonic() + policy.budget
         attempt = 0
@@ -70,7 +73,7 @@ class UpstreamClient:
                 read=min(policy.read_timeout, max(remaining, 0.01)),
             )
             try:
-                answer = self._pool.request("POST", url, body=body, headers=headers, timeout=timeout,
+                answer = self._pool.request(method, url, body=body, headers=headers, timeout=timeout,
                                             redirect=False)
                 response = UpstreamResponse(answer.status, answer.data)
                 if response.status not in RETRYABLE_STATUSES:

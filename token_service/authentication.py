@@ -1,0 +1,112 @@
+"""Who is the client? Pick the flow the request uses and run it.
+
+``client_credentials`` with a client secret (Basic header or body) is the
+``client-secret`` flow, without one the ``xlb-mtls-client-credentials`` flow;
+the jwt-bearer grant type is the ``jwt-bearer`` flow. Each flow's result
+becomes one ``AuthenticatedClient``: its id, the facts the policy matches on,
+the claims that record the proof, and how long the proof stays valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from token_service import mtls
+from token_service.claims import assertion_proof, certificate_proof
+from token_service.client_secret import SecretAuthenticator, presented_credentials
+from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, MtlsHeaderNames
+from token_service.discovery import FLOW_METADATA
+from token_service.errors import OAuthError, Reason, invalid_client, invalid_request, unsupported_grant_type
+from token_service.jwt_bearer import AssertionVerifier
+from token_service.policy import ClientFacts
+
+SECRET_CLIENT_PREFIX = "secret:"
+
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    client_id: str
+    flow: str
+    facts: ClientFacts
+    proof_claims: dict[str, Any]
+    valid_until: int | None  # the proof's own expiry; no token outlives it
+    labels: dict[str, str]
+
+
+class Authenticator:
+    def __init__(
+        self,
+        flows: frozenset[str],
+        header_names: MtlsHeaderNames,
+        assertions: AssertionVerifier | None = None,
+        secrets: SecretAuthenticator | None = None,
+    ):
+        self._flows = flows
+        self._names = header_names
+        self._assertions = assertions
+        self._secrets = secrets
+
+    def flow_for(self, grant_type: str, headers: Mapping[str, str], parameters: Mapping[str, str]) -> str:
+        if not grant_type:
+            raise invalid_request("The grant_type parameter is required (e.g. grant_type=client_credentials)")
+        candidates = [flow for flow in sorted(self._flows) if FLOW_METADATA[flow][0] == grant_type]
+        if not candidates:
+            known = {grant for grant, _ in FLOW_METADATA.values()}
+            reason = Reason.FLOW_DISABLED if grant_type in known else Reason.UNSUPPORTED_GRANT_TYPE
+            enabled = ", ".join(sorted({FLOW_METADATA[flow][0] for flow in self._flows}))
+            raise unsupported_grant_type(
+                f"The grant type {grant_type[:64]!r} is not enabled here; enabled: {enabled}", reason
+            )
+        if grant_type != "client_credentials":
+            return candidates[0]
+        with_secret = presented_credentials(headers, parameters) is not None
+        wanted = CLIENT_SECRET_FLOW if with_secret else XLB_MTLS_FLOW
+        if wanted not in candidates:
+            raise invalid_client(
+                "Client secrets are not accepted here; authenticate with a client certificate" if with_secret
+                else "A client secret is required here (client_secret_basic or client_secret_post)",
+                Reason.FLOW_DISABLED,
+            )
+        return wanted
+
+    def authenticate(
+        self, flow: str, headers: Mapping[str, str], parameters: Mapping[str, str], now: datetime
+    ) -> AuthenticatedClient:
+        if flow == XLB_MTLS_FLOW:
+            return self._certificate(headers, now)
+        if flow == JWT_BEARER_FLOW:
+            return self._assertion(parameters)
+        return self._secret(headers, parameters)
+
+    def _certificate(self, headers: Mapping[str, str], now: datetime) -> AuthenticatedClient:
+        certificate = mtls.authenticate(headers, self._names, now)
+        facts = ClientFacts(flow=XLB_MTLS_FLOW, spiffe_id=certificate.spiffe_id, dns_sans=certificate.dns_sans,
+                            uri_sans=certificate.uri_sans, sha256=certificate.sha256_fingerprint)
+        not_after = int(certificate.not_after.timestamp()) if certificate.not_after else None
+        return AuthenticatedClient(certificate.client_id, XLB_MTLS_FLOW, facts, certificate_proof(certificate),
+                                   not_after, {"client_id": certificate.client_id})
+
+    def _assertion(self, parameters: Mapping[str, str]) -> AuthenticatedClient:
+        assert self._assertions is not None
+        verified = self._assertions.verify(parameters.get("assertion", ""))
+        facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=verified.issuer.name, subject=verified.subject,
+                            audiences=verified.audiences, claims=verified.claims)
+        labels = {"client_id": verified.client_id, "assertion_issuer": verified.issuer.name,
+                  "assertion_sub": verified.subject[:256], "assertion_jti": str(verified.claims.get("jti", ""))[:128]}
+        return AuthenticatedClient(verified.client_id, JWT_BEARER_FLOW, facts,
+                                   assertion_proof(verified.issuer.name, verified.claims),
+                                   int(verified.claims["exp"]), labels)
+
+    def _secret(self, headers: Mapping[str, str], parameters: Mapping[str, str]) -> AuthenticatedClient:
+        assert self._secrets is not None
+        credentials = presented_credentials(headers, parameters)
+        if credentials is None:  # flow_for only picks this flow when a secret was presented
+            raise OAuthError(401, "invalid_client", "A client secret is required", Reason.INVALID_CLIENT_SECRET)
+        client = self._secrets.authenticate(credentials)
+        client_id = SECRET_CLIENT_PREFIX + client
+        facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=client)
+        return AuthenticatedClient(client_id, CLIENT_SECRET_FLOW, facts, {}, None,
+                                   {"client_id": client_id, "auth_method": credentials.method})

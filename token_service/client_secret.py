@@ -1,0 +1,134 @@
+"""The ``client-secret`` flow: RFC 6749 ``client_secret_basic`` and ``client_secret_post``.
+
+For systems that can do neither mTLS nor signed assertions. The policy stores
+only slow salted hashes (scrypt); two may be active per client, for rotation.
+Comparison is constant-time, unknown clients cost the same work as known ones,
+and failed attempts are rate-limited per client id (a token bucket that refills:
+no lockout an attacker could trigger for good).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from token_service.errors import OAuthError, Reason, invalid_request
+from token_service.policy import Policy
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+def hash_secret(secret: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return "$".join(("scrypt", str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P),
+                     base64.b64encode(salt).decode(), base64.b64encode(digest).decode()))
+
+
+def verify_secret(secret: str, encoded: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = encoded.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                                dklen=len(expected))
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    client_id: str
+    secret: str
+    method: str  # client_secret_basic | client_secret_post
+
+
+def presented_credentials(headers: Mapping[str, str], parameters: Mapping[str, str]) -> ClientCredentials | None:
+    """The client id and secret, if the request carries them (in exactly one place)."""
+    authorization = headers.get("authorization", "")
+    in_header = authorization[:6].lower() == "basic "
+    in_body = "client_secret" in parameters
+    if in_header and in_body:
+        raise invalid_request("Send the client secret in the Authorization header or the body, not both")
+    if in_body:
+        return ClientCredentials(parameters.get("client_id", ""), parameters["client_secret"], "client_secret_post")
+    if not in_header:
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+        client_id, secret = decoded.split(":", 1)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise _invalid("The Basic Authorization header is malformed", basic=True) from None
+    # RFC 6749 2.3.1: both parts are form-urlencoded before the Basic encoding.
+    return ClientCredentials(unquote_plus(client_id), unquote_plus(secret), "client_secret_basic")
+
+
+class FailureLimiter:
+    """Per client id: ``burst`` failures, then one more every ``refill_seconds``."""
+
+    def __init__(self, burst: int = 10, refill_seconds: float = 6.0, clock: Callable[[], float] = time.monotonic):
+        self._burst = burst
+        self._refill = refill_seconds
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, client_id: str) -> int:
+        """0 if an attempt may go ahead, else the seconds to wait."""
+        with self._lock:
+            tokens = self._tokens(client_id)
+            return 0 if tokens >= 1 else max(1, round((1 - tokens) * self._refill))
+
+    def failed(self, client_id: str) -> None:
+        with self._lock:
+            self._buckets[client_id] = (self._tokens(client_id) - 1, self._clock())
+            if len(self._buckets) > 10_000:  # forget clients whose buckets are full again
+                now = self._clock()
+                self._buckets = {key: value for key, value in self._buckets.items()
+                                 if value[0] + (now - value[1]) / self._refill < self._burst}
+
+    def _tokens(self, client_id: str) -> float:
+        tokens, since = self._buckets.get(client_id, (float(self._burst), self._clock()))
+        return min(float(self._burst), tokens + (self._clock() - since) / self._refill)
+
+
+class SecretAuthenticator:
+    def __init__(self, policy: Policy, limiter: FailureLimiter | None = None):
+        self._policy = policy
+        self._limiter = limiter or FailureLimiter()
+        self._dummy = hash_secret(secrets.token_urlsafe(16))
+
+    def authenticate(self, credentials: ClientCredentials) -> str:
+        """The authenticated client id, or ``OAuthError``."""
+        basic = credentials.method == "client_secret_basic"
+        client_id = credentials.client_id
+        if not client_id:
+            raise _invalid("The client_id is required with a client secret", basic)
+        wait = self._limiter.retry_after(client_id)
+        if wait:
+            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r}; "
+                             f"retry after {wait} s", Reason.RATE_LIMITED, headers=(("Retry-After", str(wait)),))
+        rule = self._policy.secret_rule(client_id)
+        hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else (self._dummy,)
+        # Check every hash (no early exit), so the time does not say which one matched.
+        matched = [verify_secret(credentials.secret, encoded) for encoded in hashes]
+        if rule is None or not any(matched):
+            self._limiter.failed(client_id)
+            raise _invalid("The client id or secret is wrong", basic)
+        return client_id
+
+
+def _invalid(description: str, basic: bool) -> OAuthError:
+    # RFC 6749 5.2: a client that tried the Authorization header gets a challenge.
+    headers = (("WWW-Authenticate", 'Basic realm="token-service"'),) if basic else ()
+    return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers)
