@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import http.client
 import http.server
 import io
@@ -34,7 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
-from token_service.config import MTLS_HEADER_DEFAULTS
+from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names
+from token_service.mtls import fingerprint_text, serial_text
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -56,10 +56,9 @@ class GatewayConfig:
 
 
 def header_names_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return {
-        attribute: (environ.get(variable, "").strip() or default)
-        for attribute, (variable, default) in MTLS_HEADER_DEFAULTS.items()
-    }
+    """The same header names the function reads (MTLS_HEADER_* variables), by LB variable."""
+    names = mtls_header_names(environ)
+    return {attribute: getattr(names, attribute) for attribute in MTLS_HEADER_DEFAULTS}
 
 
 def certificate_headers(
@@ -75,10 +74,8 @@ def certificate_headers(
         present="true",
         chain_verified="true" if verified else "false",
         error="" if verified else _error_code(verify_errors),
-        sha256_fingerprint=base64.b64encode(hashlib.sha256(leaf.public_bytes(Encoding.DER)).digest())
-        .decode()
-        .rstrip("="),
-        serial_number=_serial(leaf.serial_number),
+        sha256_fingerprint=fingerprint_text(leaf.public_bytes(Encoding.DER)),
+        serial_number=serial_text(leaf.serial_number),
         valid_not_before=leaf.not_valid_before_utc.isoformat(),
         valid_not_after=leaf.not_valid_after_utc.isoformat(),
     )
@@ -103,13 +100,6 @@ def _error_code(errors: list[int]) -> str:
     if X509_V_ERR_INVALID_PURPOSE in errors:
         return "client_cert_chain_invalid_eku"
     return "client_cert_validation_failed"
-
-
-def _serial(serial: int) -> str:
-    # DER INTEGER content bytes (a leading 00 when the high bit is set), as in
-    # the documented sample "00:c9:77:...".
-    raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
-    return ":".join(f"{byte:02x}" for byte in raw)
 
 
 def _sans(leaf: x509.Certificate) -> tuple[list[str], list[str]]:

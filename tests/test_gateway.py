@@ -42,8 +42,8 @@ def test_verified_certificate_headers(tmp_path):
 
 
 def test_serial_is_colon_hex_of_the_der_integer():
-    assert gateway._serial(0xC97771) == "00:c9:77:71"  # high bit set: DER keeps a 00 byte
-    assert gateway._serial(0x1234) == "12:34"
+    assert mtls.serial_text(0xC97771) == "00:c9:77:71"  # high bit set: DER keeps a 00 byte
+    assert mtls.serial_text(0x1234) == "12:34"
 
 
 def test_unverified_certificate_reports_an_error_code(tmp_path):

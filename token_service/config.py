@@ -292,6 +292,15 @@ def _token_validity(reader: _Reader) -> int:
     return int(value) * 60
 
 
+def mtls_header_names(environ: Mapping[str, str]) -> MtlsHeaderNames:
+    """Only the MTLS_HEADER_* settings (for tools that need no full configuration)."""
+    reader = _Reader(environ)
+    names = _mtls_headers(reader)
+    if reader.problems:
+        raise ConfigurationError(reader.problems)
+    return names
+
+
 def _mtls_headers(reader: _Reader) -> MtlsHeaderNames:
     names: dict[str, str] = {}
     for attribute, (variable, default) in MTLS_HEADER_DEFAULTS.items():

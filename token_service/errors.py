@@ -83,9 +83,11 @@ def access_denied(
     )
 
 
-def temporarily_unavailable(description: str, retry_after: int) -> OAuthError:
+def temporarily_unavailable(
+    description: str, retry_after: int, reason: Reason = Reason.UPSTREAM_UNAVAILABLE
+) -> OAuthError:
     return OAuthError(
-        503, "temporarily_unavailable", description, Reason.UPSTREAM_UNAVAILABLE,
+        503, "temporarily_unavailable", description, reason,
         headers=(("Retry-After", str(retry_after)),),
     )
 

@@ -100,7 +100,8 @@ class AssertionVerifier:
         try:
             key = self._keys.key(issuer, str(kid or ""))
         except KeysUnavailable as error:
-            raise temporarily_unavailable(f"The keys of issuer {issuer.name} are unavailable ({error})", 30) from None
+            raise temporarily_unavailable(f"The keys of issuer {issuer.name} are unavailable ({error})", 30,
+                                          Reason.ISSUER_KEYS_UNAVAILABLE) from None
         if key is None or key.algorithm_name != algorithm:
             raise invalid_grant(f"Issuer {issuer.name} publishes no {algorithm} key with kid {str(kid)[:64]!r}",
                                 Reason.INVALID_ASSERTION)
@@ -126,6 +127,8 @@ class AssertionVerifier:
             )
         except jwt.ExpiredSignatureError:
             raise invalid_grant("The assertion has expired", Reason.INVALID_ASSERTION) from None
+        except jwt.ImmatureSignatureError:
+            raise invalid_grant("The assertion's iat or nbf is in the future", Reason.INVALID_ASSERTION) from None
         except jwt.InvalidAudienceError:
             raise invalid_grant(f"The assertion's aud must name this token service ({self._audiences[0]})",
                                 Reason.INVALID_ASSERTION) from None

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_client
@@ -91,6 +95,39 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
     )
     _check_validity(certificate, now)
     return _with_client_id(certificate, names)
+
+
+def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
+    """What the load balancer would report for a verified ``certificate`` (for simulations and tools)."""
+    try:
+        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns, uris = sans.get_values_for_type(x509.DNSName), sans.get_values_for_type(x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        dns, uris = [], []
+    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
+    facts = ClientCertificate(
+        client_id="",
+        sha256_fingerprint=fingerprint_text(certificate.public_bytes(serialization.Encoding.DER)),
+        serial_number=serial_text(certificate.serial_number),
+        spiffe_id=spiffe[0] if len(spiffe) == 1 else "",
+        dns_sans=tuple(dns),
+        uri_sans=tuple(uri for uri in uris if not uri.startswith("spiffe://")),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+    )
+    return _with_client_id(facts, names)
+
+
+def fingerprint_text(der: bytes) -> str:
+    """The load balancer's fingerprint format: base64 SHA-256, no padding."""
+    return base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+
+
+def serial_text(serial: int) -> str:
+    """DER INTEGER content bytes as colon-separated hex (a leading 00 when the high bit is set),
+    the shape of the load balancer's documented sample "00:c9:77:..."."""
+    raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
+    return ":".join(f"{byte:02x}" for byte in raw)
 
 
 def decode_fingerprint(value: str) -> bytes:

@@ -1,0 +1,199 @@
+"""RFC 7523 assertions from a real local issuer (discovery + JWKS over HTTP), and what must be refused."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from devtools.oidc_issuer import LocalIssuer
+from token_service.errors import OAuthError, Reason
+from token_service.jwks_cache import JwksCache
+from token_service.jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.policy import parse_policy
+from token_service.upstream import RetryPolicy, UpstreamClient
+
+BROKER = "https://token.example.net"
+AUDIENCES = (BROKER, f"{BROKER}/token")
+
+
+@pytest.fixture
+def issuer():
+    issuer = LocalIssuer().start()
+    yield issuer
+    issuer.stop()
+
+
+def policy_for(issuer: LocalIssuer, **options):
+    return parse_policy({
+        "issuers": [{"name": "prod-cluster", "issuer": issuer.url, **options}],
+        "rules": [{"name": "payments", "assertion": {"issuer": "prod-cluster", "subject": "system:serviceaccount:*"}}],
+    })
+
+
+def verifier(issuer: LocalIssuer, cache: JwksCache | None = None, **options) -> AssertionVerifier:
+    client = UpstreamClient(RetryPolicy(read_timeout=1, budget=1))
+    return AssertionVerifier(policy_for(issuer, **options), AUDIENCES, cache or JwksCache(client))
+
+
+def refused(verify: AssertionVerifier, assertion: str) -> OAuthError:
+    with pytest.raises(OAuthError) as raised:
+        verify.verify(assertion)
+    return raised.value
+
+
+def test_kubernetes_projected_token_is_accepted(issuer):
+    verified = verifier(issuer).verify(issuer.mint(audience=BROKER))
+    assert verified.subject == "system:serviceaccount:payments:api"
+    assert verified.client_id == "jwt:prod-cluster:system:serviceaccount:payments:api"
+    assert verified.claims["kubernetes.io"]["namespace"] == "payments"
+
+
+def test_es256_issuer_with_keys_lacking_alg_and_use():
+    issuer = LocalIssuer("ES256").start()
+    try:
+        assert "alg" not in issuer.jwks()["keys"][0]
+        assert verifier(issuer).verify(issuer.mint(audience=[f"{BROKER}/token", "other"])).subject
+    finally:
+        issuer.stop()
+
+
+def test_inline_jwks_needs_no_fetch(issuer):
+    verify = verifier(issuer, jwks=issuer.jwks())
+    issuer.down = True
+    assert verify.verify(issuer.mint(audience=BROKER)).subject
+
+
+def test_key_rotation_new_kid_is_fetched_and_retired_kid_refused(issuer):
+    cache = JwksCache(UpstreamClient(), cooldown_seconds=0)
+    verify = verifier(issuer, cache)
+    old_kid = issuer.current_kid
+    assert verify.verify(issuer.mint(audience=BROKER))
+    issuer.rotate()
+    assert verify.verify(issuer.mint(audience=BROKER))  # unknown kid: one refetch finds it
+    assert cache.fetches == 2
+    old_token = issuer.mint(audience=BROKER, kid=old_kid)
+    issuer.retire(old_kid)
+    # Still cached and fresh: the old key verifies until the cache refreshes...
+    assert verify.verify(old_token)
+    cache_fresh = JwksCache(UpstreamClient())
+    error = refused(verifier(issuer, cache_fresh), old_token)  # ...a fresh view no longer has it
+    assert error.error == "invalid_grant" and "kid" in error.description
+
+
+def test_unknown_kid_refetch_is_rate_limited_and_collapsed(issuer):
+    cache = JwksCache(UpstreamClient(), cooldown_seconds=60)
+    verify = verifier(issuer, cache)
+    verify.verify(issuer.mint(audience=BROKER))
+    forged = jwt.encode({"iss": issuer.url}, "x" * 32, algorithm="HS256")
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "RS256", "kid": "nope"}).encode()).decode().rstrip("=")
+    unknown = ".".join([header, *forged.split(".")[1:]])
+    errors = []
+
+    def attempt():
+        try:
+            verify.verify(unknown)
+        except OAuthError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=attempt) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(errors) == 8
+    assert cache.fetches <= 2  # the first fetch, then at most one refetch for all eight
+
+
+def test_fetch_failure_keeps_the_last_good_keys(issuer):
+    clock = [1000.0]
+    cache = JwksCache(UpstreamClient(RetryPolicy(budget=0.5)), fresh_seconds=10, stale_seconds=100,
+                      cooldown_seconds=0, clock=lambda: clock[0])
+    verify = verifier(issuer, cache)
+    assert verify.verify(issuer.mint(audience=BROKER))
+    issuer.down = True
+    clock[0] += 50  # stale but within the grace period
+    assert verify.verify(issuer.mint(audience=BROKER))
+    clock[0] += 100  # past it
+    error = refused(verify, issuer.mint(audience=BROKER))
+    assert error.status == 503 and error.reason is Reason.ISSUER_KEYS_UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("make", "reason", "fragment"),
+    [
+        (lambda issuer: LocalIssuer().start().mint(audience=BROKER), Reason.UNTRUSTED_ISSUER, "not trusted"),
+        (lambda issuer: issuer.mint(audience="https://someone-else"), Reason.INVALID_ASSERTION, "aud"),
+        (lambda issuer: issuer.mint(audience=BROKER, lifetime=-120), Reason.INVALID_ASSERTION, "expired"),
+        (lambda issuer: issuer.mint(audience=BROKER, iat=int(time.time()) + 600), Reason.INVALID_ASSERTION,
+         "future"),
+        (lambda issuer: issuer.mint(audience=BROKER, lifetime=48 * 3600), Reason.INVALID_ASSERTION, "lifetime"),
+        (lambda issuer: jwt.encode({"iss": issuer.url, "sub": "x", "aud": BROKER}, None, algorithm="none"),
+         Reason.INVALID_ASSERTION, "RS256 or ES256"),
+        (lambda issuer: issuer.mint(audience=BROKER)[:-20], Reason.INVALID_ASSERTION, "invalid"),
+        (lambda issuer: issuer.mint(audience=BROKER).rsplit(".", 1)[0], Reason.INVALID_ASSERTION, "three"),
+        (lambda issuer: "x" * 9000, Reason.INVALID_ASSERTION, "exceeds"),
+        (lambda issuer: issuer.mint(audience=BROKER, jti=None), Reason.INVALID_ASSERTION, "jti"),
+        (lambda issuer: issuer.mint(audience=BROKER, subject="s" * 120), Reason.CLIENT_ID_TOO_LONG, "127"),
+    ],
+    ids=["unknown-issuer", "wrong-audience", "expired", "iat-future", "too-long-lived", "alg-none", "truncated",
+         "two-parts", "oversized", "no-jti", "subject-too-long"],
+)
+def test_refused_assertions(issuer, make, reason, fragment):
+    error = refused(verifier(issuer), make(issuer))
+    assert error.reason is reason and fragment in error.description
+    assert error.status in (400, 401) and error.error in ("invalid_grant", "invalid_request")
+
+
+def test_hs256_signed_with_the_public_key_is_refused(issuer):
+    """Key confusion: the issuer's public key used as an HMAC secret."""
+    public_pem = issuer._keys[issuer.current_kid].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def part(document: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(document).encode()).decode().rstrip("=")
+
+    signing_input = ".".join([part({"alg": "HS256", "kid": issuer.current_kid}),
+                              part({"iss": issuer.url, "sub": "x", "aud": BROKER, "iat": int(time.time()),
+                                    "exp": int(time.time()) + 60, "jti": "j"})])
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()  # PyJWT refuses to make this
+    token = signing_input + "." + base64.urlsafe_b64encode(mac).decode().rstrip("=")
+    error = refused(verifier(issuer), token)
+    assert "RS256 or ES256" in error.description
+
+
+def test_nested_jwt_is_refused(issuer):
+    inner = issuer.mint(audience=BROKER)
+    nested = jwt.encode({"iss": issuer.url, "sub": inner}, issuer._keys[issuer.current_kid], algorithm="RS256",
+                        headers={"kid": issuer.current_kid, "cty": "JWT"})
+    assert "Nested" in refused(verifier(issuer), nested).description
+
+
+def test_replayed_assertion_is_refused_for_single_use_issuers(issuer):
+    verify = verifier(issuer)
+    assertion = issuer.mint(audience=BROKER)
+    verify.verify(assertion)
+    error = refused(verify, assertion)
+    assert error.reason is Reason.ASSERTION_REPLAYED
+
+
+def test_reusable_assertions_when_the_issuer_says_so(issuer):
+    verify = verifier(issuer, single_use=False)
+    assertion = issuer.mint(audience=BROKER)
+    assert verify.verify(assertion) and verify.verify(assertion)
+
+
+def test_replay_cache_forgets_expired_entries():
+    clock = [0.0]
+    cache = ReplayCache(limit=2, clock=lambda: clock[0])
+    assert cache.first_use("a", 10) and cache.first_use("b", 10)
+    assert not cache.first_use("c", 10)  # full of live entries: refuse rather than forget
+    clock[0] = 20
+    assert cache.first_use("c", 30) and not cache.first_use("c", 30)

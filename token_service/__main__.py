@@ -1,0 +1,143 @@
+"""Operator commands: ``python -m token_service simulate|hash-secret|check-policy``.
+
+    simulate --policy policy.yaml --cert client.pem [--scope S] [--service-account SA] [--audience A]
+    simulate --policy policy.yaml --assertion JWT|@file [...]      (signature not checked; iss, aud, exp are)
+    simulate --policy policy.yaml --client-id ID [...]             (a client-secret client)
+    hash-secret [--generate]     reads the secret from stdin (or generates one) and prints its policy hash
+    check-policy policy.yaml     validates a policy file as a cold start would
+
+``simulate`` prints the decision and the claims that would be issued, without
+running the server. Header names and the client-id header come from the same
+MTLS_HEADER_* variables as the function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import secrets
+import sys
+from typing import Any
+
+from token_service.config import (
+    CLIENT_SECRET_FLOW,
+    JWT_BEARER_FLOW,
+    XLB_MTLS_FLOW,
+    ConfigurationError,
+    mtls_header_names,
+)
+from token_service.errors import OAuthError
+from token_service.exchange import parse_exchange_request
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m token_service", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    simulate = commands.add_parser("simulate", help="print the policy decision for a client and request")
+    simulate.add_argument("--policy", required=True)
+    who = simulate.add_mutually_exclusive_group(required=True)
+    who.add_argument("--cert", help="client certificate PEM (as verified by the load balancer)")
+    who.add_argument("--assertion", help="a JWT, or @file")
+    who.add_argument("--client-id", help="a client-secret client id")
+    simulate.add_argument("--scope", default="")
+    simulate.add_argument("--service-account", default="")
+    simulate.add_argument("--audience", default="")
+    simulate.add_argument("--token-validity", type=int, default=300, help="TOKEN_VALIDITY in seconds")
+    hash_command = commands.add_parser("hash-secret", help="print the scrypt hash of a client secret")
+    hash_command.add_argument("--generate", action="store_true", help="generate a new random secret")
+    check = commands.add_parser("check-policy", help="validate a policy file")
+    check.add_argument("policy")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "hash-secret":
+            return _hash_secret(args.generate)
+        if args.command == "check-policy":
+            from token_service.policy import load_policy
+
+            policy = load_policy(args.policy)
+            print(f"{args.policy}: {len(policy.rules)} rules, {len(policy.issuers)} issuers: valid")
+            return 0
+        print(json.dumps(simulate_decision(args), indent=2))
+        return 0
+    except ConfigurationError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+def simulate_decision(args: argparse.Namespace) -> dict[str, Any]:
+    from token_service.policy import load_policy
+
+    policy = load_policy(args.policy)
+    try:
+        wanted = parse_exchange_request({"scope": args.scope, "service_account": args.service_account,
+                                         "audience": args.audience})
+    except OAuthError as error:
+        return {"decision": "invalid_request", "description": error.description}
+    facts, client_id, proof, valid_until = _client(args, policy)
+    result: dict[str, Any] = {"flow": facts.flow, "client_id": client_id}
+    try:
+        grant = policy.decide(facts, wanted.scopes, wanted.service_account, wanted.audience)
+    except OAuthError as error:
+        labels = dict(error.audit_labels)
+        return {**result, "decision": "deny", "error": error.error, "description": error.description,
+                "rule": labels.get("policy_rule", "")}
+    lifetime = min(args.token_validity, grant.max_token_lifetime or args.token_validity)
+    return {**result, "decision": "allow", "rule": grant.rule, "token_lifetime_seconds": lifetime,
+            "proof_valid_until": valid_until,
+            "claims": {**grant.extra_claims, "sub": client_id, "client_id": client_id, "amr": [facts.flow], **proof}}
+
+
+def _client(args: argparse.Namespace, policy: Any) -> tuple[Any, str, dict[str, Any], int | None]:
+    from token_service.claims import assertion_proof, certificate_proof
+    from token_service.policy import ClientFacts
+
+    if args.cert:
+        from cryptography import x509
+
+        from token_service import mtls
+
+        with open(args.cert, "rb") as pem:
+            certificate = mtls.from_certificate(x509.load_pem_x509_certificate(pem.read()),
+                                                mtls_header_names(os.environ))
+        facts = ClientFacts(flow=XLB_MTLS_FLOW, spiffe_id=certificate.spiffe_id, dns_sans=certificate.dns_sans,
+                            uri_sans=certificate.uri_sans, sha256=certificate.sha256_fingerprint)
+        not_after = int(certificate.not_after.timestamp()) if certificate.not_after else None
+        return facts, certificate.client_id, certificate_proof(certificate), not_after
+    if args.assertion:
+        token = args.assertion
+        if token.startswith("@"):
+            with open(token[1:], encoding="utf-8") as source:
+                token = source.read().strip()
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        issuer = next((item for item in policy.issuers.values() if item.issuer == claims.get("iss")), None)
+        if issuer is None:
+            raise ConfigurationError([f"no issuer in the policy has iss {claims.get('iss')!r}"])
+        audience = claims.get("aud")
+        facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=issuer.name, subject=str(claims.get("sub", "")),
+                            audiences=(audience,) if isinstance(audience, str) else tuple(audience or ()),
+                            claims=claims)
+        client_id = f"jwt:{issuer.name}:{claims.get('sub', '')}"
+        return facts, client_id, assertion_proof(issuer.name, claims), claims.get("exp")
+    facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=args.client_id)
+    return facts, f"secret:{args.client_id}", {}, None
+
+
+def _hash_secret(generate: bool) -> int:
+    from token_service.client_secret import hash_secret
+
+    if generate:
+        secret = secrets.token_urlsafe(32)
+        print(f"secret (give it to the client, then forget it): {secret}", file=sys.stderr)
+    else:
+        secret = sys.stdin.readline().rstrip("\n")
+        if len(secret) < 16:
+            print("refusing a secret shorter than 16 characters; use --generate", file=sys.stderr)
+            return 2
+    print(hash_secret(secret))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
