@@ -301,9 +301,12 @@ class GoogleEmulator:
                 raise oauth_error("invalid_grant", f"Unsupported attribute mapping {expression!r}.")
             value: Any = claims
             for part in match.group(1).strip(".").split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if value is not None:
-                values[target] = value if isinstance(value, str) else json.dumps(value)
+                if not isinstance(value, dict) or part not in value:
+                    # CEL fails on a missing key, and so does the exchange.
+                    raise oauth_error("invalid_grant", f"The attribute mapping {target}={expression} could not "
+                                                       "be evaluated: no such key in the assertion.")
+                value = value[part]
+            values[target] = value if isinstance(value, str) else json.dumps(value)
         subject = values.pop("google.subject", "")
         if not subject:
             raise oauth_error("invalid_grant", "The mapped attribute google.subject is empty.")

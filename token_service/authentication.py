@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from token_service import mtls
-from token_service.claims import assertion_proof, certificate_proof
+from token_service.claims import assertion_proof, certificate_proof, secret_proof
 from token_service.client_secret import SecretAuthenticator, presented_credentials
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, MtlsHeaderNames
 from token_service.discovery import FLOW_METADATA
@@ -108,5 +108,5 @@ class Authenticator:
         client = self._secrets.authenticate(credentials)
         client_id = SECRET_CLIENT_PREFIX + client
         facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=client)
-        return AuthenticatedClient(client_id, CLIENT_SECRET_FLOW, facts, {}, None,
+        return AuthenticatedClient(client_id, CLIENT_SECRET_FLOW, facts, secret_proof(), None,
                                    {"client_id": client_id, "auth_method": credentials.method})

@@ -75,6 +75,17 @@ def certificate_proof(certificate: ClientCertificate) -> dict[str, Any]:
     }
 
 
+# The same keys with no certificate: a provider whose attribute mapping reads
+# assertion.client.x5_* keeps evaluating for clients of the other flows.
+NO_CERTIFICATE = {"x5_spiffe": "", "x5_dnssan": "", "x5_urisan": "", "x5_sha256": "", "x5_serial": "",
+                  "x5_dnssans": [], "x5_urisans": []}
+
+
 def assertion_proof(issuer_name: str, claims: dict[str, Any]) -> dict[str, Any]:
     """Where a jwt-bearer client's identity came from."""
-    return {"assertion": {"issuer": issuer_name, "iss": claims["iss"], "sub": claims["sub"]}}
+    return {"client": dict(NO_CERTIFICATE),
+            "assertion": {"issuer": issuer_name, "iss": claims["iss"], "sub": claims["sub"]}}
+
+
+def secret_proof() -> dict[str, Any]:
+    return {"client": dict(NO_CERTIFICATE)}

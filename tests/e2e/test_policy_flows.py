@@ -1,0 +1,158 @@
+"""End to end with a policy: mTLS, jwt-bearer (a Kubernetes-shaped assertion) and client secrets,
+through the gateway and the real functions-framework, with Google emulated."""
+
+from __future__ import annotations
+
+import base64
+import textwrap
+
+import jwt
+import pytest
+
+from devtools.local import WORKLOAD_SERVICE_ACCOUNT
+from devtools.oidc_issuer import LocalIssuer
+from tests.e2e.conftest import launch, stop
+from token_service.client_secret import hash_secret
+
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SECRET = "scanner-secret-0123456789abcdef"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    issuer = LocalIssuer().start()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="module")
+def policy_stack(tmp_path_factory, issuer):
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text(textwrap.dedent(f"""\
+        issuers:
+          - name: prod-cluster
+            issuer: {issuer.url}
+        rules:
+          - name: demo-workloads
+            certificate:
+              spiffe_id: spiffe://local.test/*
+            allow:
+              scopes: [{SCOPE}]
+              claims: {{team: demo}}
+          - name: payments
+            assertion:
+              issuer: prod-cluster
+              subject: system:serviceaccount:payments:*
+              claims:
+                kubernetes.io/namespace: payments
+            allow:
+              service_accounts: [{WORKLOAD_SERVICE_ACCOUNT}]
+              scopes: [{SCOPE}]
+          - name: scanner
+            client_secret:
+              client_id: legacy-scanner
+              secret_hashes: ["{hash_secret(SECRET)}"]
+        """))
+    stack, function, servers, log = launch(tmp_path_factory, "policy", {
+        "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret"})
+    stack.audience = stack.url  # the assertion's aud names the broker
+    yield stack
+    stop(function, servers, log)
+
+
+def claims_of(response) -> dict:
+    return jwt.decode(response.json()["id_token"], options={"verify_signature": False})
+
+
+def test_discovery_lists_exactly_the_enabled_flows(policy_stack, stack):
+    session = policy_stack.session(client=None)
+    document = session.get(f"{policy_stack.url}/.well-known/openid-configuration", timeout=5).json()
+    assert document["grant_types_supported"] == ["client_credentials", JWT_BEARER]
+    assert sorted(document["token_endpoint_auth_methods_supported"]) == [
+        "client_secret_basic", "client_secret_post", "tls_client_auth"]
+    default = stack.session(client=None).get(f"{stack.url}/.well-known/openid-configuration", timeout=5).json()
+    assert default["grant_types_supported"] == ["client_credentials"]
+    assert default["token_endpoint_auth_methods_supported"] == ["tls_client_auth"]
+
+
+def test_certificate_matching_a_rule_gets_its_claims(policy_stack):
+    response, audit = policy_stack.post_token("client")
+    assert response.status_code == 200, response.text
+    assert claims_of(response)["team"] == "demo"
+    assert audit["logging.googleapis.com/labels"]["policy_rule"] == "demo-workloads"
+
+
+def test_certificate_no_rule_admits_is_denied(policy_stack):
+    response, audit = policy_stack.post_token("bare")
+    assert response.status_code == 403 and response.json()["error"] == "unauthorized_client"
+    labels = audit["logging.googleapis.com/labels"]
+    assert labels["reason"] == "policy_denied" and labels["policy_rule"] == ""
+    assert "id_token" not in response.json()
+
+
+def test_rule_limits_what_the_client_may_ask_for(policy_stack):
+    response, audit = policy_stack.post_token(data={"grant_type": "client_credentials", "scope": SCOPE,
+                                                    "service_account": WORKLOAD_SERVICE_ACCOUNT})
+    assert response.status_code == 403 and response.json()["error"] == "access_denied"
+    assert "demo-workloads" in response.json()["error_description"]
+    assert audit["logging.googleapis.com/labels"]["policy_rule"] == "demo-workloads"
+
+
+def test_kubernetes_assertion_without_a_client_certificate(policy_stack, issuer):
+    assertion = issuer.mint(audience=policy_stack.audience)
+    response, audit = policy_stack.post_token(None, data={
+        "grant_type": JWT_BEARER, "assertion": assertion, "scope": SCOPE, "service_account": WORKLOAD_SERVICE_ACCOUNT})
+    assert response.status_code == 200, response.text
+    claims = claims_of(response)
+    assert claims["sub"] == "jwt:prod-cluster:system:serviceaccount:payments:api"
+    assert claims["amr"] == ["jwt-bearer"] and claims["assertion"]["issuer"] == "prod-cluster"
+    assert policy_stack.emulator.grant_for(f"Bearer {response.json()['access_token']}").members == {
+        f"serviceAccount:{WORKLOAD_SERVICE_ACCOUNT}"}
+    labels = audit["logging.googleapis.com/labels"]
+    assert labels["policy_rule"] == "payments" and labels["assertion_issuer"] == "prod-cluster"
+    # The same assertion again: single-use by default.
+    replay, audit = policy_stack.post_token(None, data={"grant_type": JWT_BEARER, "assertion": assertion})
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert audit["logging.googleapis.com/labels"]["reason"] == "assertion_replayed"
+
+
+@pytest.mark.parametrize(
+    ("make", "status", "error"),
+    [
+        (lambda issuer, aud: issuer.mint(audience="https://someone-else"), 400, "invalid_grant"),
+        (lambda issuer, aud: issuer.mint(audience=aud, subject="system:serviceaccount:billing:x"), 403,
+         "unauthorized_client"),
+        (lambda issuer, aud: LocalIssuer().start().mint(audience=aud), 400, "invalid_grant"),
+        (lambda issuer, aud: "", 400, "invalid_grant"),
+    ],
+    ids=["wrong-audience", "no-rule", "unknown-issuer", "missing"],
+)
+def test_refused_assertions_end_to_end(policy_stack, issuer, make, status, error):
+    response, audit = policy_stack.post_token(None, data={"grant_type": JWT_BEARER,
+                                                          "assertion": make(issuer, policy_stack.audience)})
+    assert response.status_code == status and response.json()["error"] == error
+    assert audit["logging.googleapis.com/labels"]["outcome"] == "refused"
+
+
+@pytest.mark.parametrize("method", ["basic", "post"])
+def test_client_secret(policy_stack, method):
+    data = {"grant_type": "client_credentials"}
+    headers = {}
+    if method == "basic":
+        headers["Authorization"] = "Basic " + base64.b64encode(f"legacy-scanner:{SECRET}".encode()).decode()
+    else:
+        data.update(client_id="legacy-scanner", client_secret=SECRET)
+    response, audit = policy_stack.post_token(None, data=data, headers=headers)
+    assert response.status_code == 200, response.text
+    assert claims_of(response)["sub"] == "secret:legacy-scanner"
+    assert audit["logging.googleapis.com/labels"]["auth_method"] == f"client_secret_{method}"
+    assert SECRET not in policy_stack.audit_file.read_text()
+
+
+def test_wrong_client_secret(policy_stack):
+    headers = {"Authorization": "Basic " + base64.b64encode(b"legacy-scanner:nope").decode()}
+    response, audit = policy_stack.post_token(None, data={"grant_type": "client_credentials"}, headers=headers)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    assert audit["logging.googleapis.com/labels"]["reason"] == "invalid_client_secret"

@@ -1,0 +1,83 @@
+"""client_secret_basic / client_secret_post against scrypt hashes, with rotation and a failure limit."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from token_service.client_secret import (
+    ClientCredentials,
+    FailureLimiter,
+    SecretAuthenticator,
+    hash_secret,
+    presented_credentials,
+    verify_secret,
+)
+from token_service.errors import OAuthError, Reason
+from token_service.policy import parse_policy
+
+OLD, NEW = "old-secret-0123456789", "new-secret-9876543210"
+
+
+def authenticator(limiter=None) -> SecretAuthenticator:
+    policy = parse_policy({"rules": [{"name": "scanner", "client_secret": {
+        "client_id": "legacy-scanner", "secret_hashes": [hash_secret(OLD), hash_secret(NEW)]}}]})
+    return SecretAuthenticator(policy, limiter)
+
+
+def test_hashes_are_salted_and_verify():
+    first, second = hash_secret(OLD), hash_secret(OLD)
+    assert first != second and first.startswith("scrypt$16384$8$1$")
+    assert verify_secret(OLD, first) and not verify_secret(NEW, first)
+    assert not verify_secret(OLD, "scrypt$garbage") and not verify_secret(OLD, "bcrypt$x")
+
+
+def test_both_active_secrets_work_during_a_rotation():
+    auth = authenticator()
+    for secret in (OLD, NEW):
+        assert auth.authenticate(ClientCredentials("legacy-scanner", secret, "client_secret_post")) == "legacy-scanner"
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    return {"authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+def test_credentials_from_the_header_or_the_body():
+    assert presented_credentials(basic("legacy%2Dscanner", "a%3Ab"), {}) == ClientCredentials(
+        "legacy-scanner", "a:b", "client_secret_basic")
+    assert presented_credentials({}, {"client_id": "c", "client_secret": "s"}).method == "client_secret_post"
+    assert presented_credentials({"authorization": "Bearer x"}, {}) is None
+    with pytest.raises(OAuthError) as raised:
+        presented_credentials(basic("c", "s"), {"client_secret": "s"})
+    assert raised.value.status == 400
+    with pytest.raises(OAuthError) as raised:
+        presented_credentials({"authorization": "Basic !!!"}, {})
+    assert raised.value.status == 401
+
+
+@pytest.mark.parametrize(("client_id", "secret"), [("legacy-scanner", "wrong"), ("unknown", OLD), ("", OLD)])
+def test_wrong_credentials(client_id, secret):
+    with pytest.raises(OAuthError) as raised:
+        authenticator().authenticate(ClientCredentials(client_id, secret, "client_secret_basic"))
+    error = raised.value
+    assert (error.status, error.error, error.reason) == (401, "invalid_client", Reason.INVALID_CLIENT_SECRET)
+    assert dict(error.headers)["WWW-Authenticate"].startswith("Basic")
+
+
+def test_failures_are_rate_limited_per_client_without_locking_out_forever():
+    clock = [0.0]
+    auth = authenticator(FailureLimiter(burst=3, refill_seconds=10, clock=lambda: clock[0]))
+    wrong = ClientCredentials("legacy-scanner", "wrong", "client_secret_post")
+    for _ in range(3):
+        with pytest.raises(OAuthError):
+            auth.authenticate(wrong)
+    with pytest.raises(OAuthError) as raised:
+        auth.authenticate(ClientCredentials("legacy-scanner", OLD, "client_secret_post"))
+    assert raised.value.status == 429 and int(dict(raised.value.headers)["Retry-After"]) >= 1
+    # Another client is not affected, and the limited one recovers.
+    with pytest.raises(OAuthError) as other:
+        auth.authenticate(ClientCredentials("someone-else", "x", "client_secret_post"))
+    assert other.value.status == 401
+    clock[0] += 10
+    assert auth.authenticate(ClientCredentials("legacy-scanner", OLD, "client_secret_post")) == "legacy-scanner"
