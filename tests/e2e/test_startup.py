@@ -39,10 +39,17 @@ def good_env(tmp_path_factory) -> dict[str, str]:
         ({"WORKLOAD_IDENTITY_POOL_ID": ""}, "WORKLOAD_IDENTITY_POOL_ID is required"),
         ({"SIGNING_KEY_FILE": "/nonexistent/key.pem"}, "SIGNING_KEY_FILE"),
         ({"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-Present"}, "MTLS_HEADER_CLIENT_ID"),
+        ({"POLICY_FILE": "{bad_policy}"}, "line 3"),
+        ({"POLICY_FILE": "/nonexistent/policy.yaml"}, "POLICY_FILE"),
+        ({"AUTH_FLOWS": "jwt-bearer"}, "set POLICY_FILE"),
+        ({"TOKEN_SIGNER": "iam", "SIGNING_KEY_FILE": "", "GCE_METADATA_HOST": "127.0.0.1:9"},
+         "SIGNING_SERVICE_ACCOUNT"),
     ],
 )
-def test_misconfiguration_stops_the_cold_start(good_env, change, expected):
-    result = start({**good_env, **change})
+def test_misconfiguration_stops_the_cold_start(good_env, tmp_path, change, expected):
+    bad_policy = tmp_path / "policy.yaml"
+    bad_policy.write_text("rules:\n  - name: a\n    certificate: {}\n")
+    result = start({**good_env, **{name: value.format(bad_policy=bad_policy) for name, value in change.items()}})
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
