@@ -1,0 +1,126 @@
+"""Loading a workload's certificate: files, PKCS#12, and the rotated managed workload identity directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from devtools.pki import mint_client
+from workload_toolkit import identity
+from workload_toolkit.identity import IdentityError
+
+SPIFFE = "spiffe://td.example/ns/a/sa/b"
+
+
+def test_from_files_and_a_mismatched_key(tmp_path):
+    one = mint_client(tmp_path, "one", spiffe=SPIFFE)
+    two = mint_client(tmp_path, "two", spiffe=SPIFFE)
+    loaded = identity.from_files(str(one.certificate), str(one.key))
+    assert loaded.certificate.serial_number
+    with pytest.raises(IdentityError, match="does not belong"):
+        identity.from_files(str(one.certificate), str(two.key))
+    with pytest.raises(IdentityError, match="cannot read"):
+        identity.from_files(str(tmp_path / "missing.pem"), str(one.key))
+
+
+def test_expired_certificate_is_a_clear_error(tmp_path):
+    old = mint_client(tmp_path, "old", expired=True)
+    with pytest.raises(IdentityError, match="expired at"):
+        identity.from_files(str(old.certificate), str(old.key))
+
+
+def test_pkcs12_bundle(tmp_path):
+    issued = mint_client(tmp_path, "p12", dns=["a.example"])
+    key = serialization.load_pem_private_key(issued.key.read_bytes(), None)
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(issued.certificate.read_bytes())
+    bundle = pkcs12.serialize_key_and_certificates(b"p12", key, cert, None,
+                                                   serialization.BestAvailableEncryption(b"pw"))
+    (tmp_path / "client.p12").write_bytes(bundle)
+    assert identity.from_pkcs12(str(tmp_path / "client.p12"), b"pw").certificate == cert
+    with pytest.raises(IdentityError, match="PKCS#12"):
+        identity.from_pkcs12(str(tmp_path / "client.p12"), b"wrong")
+
+
+def write_generation(base: Path, generation: int, issued) -> Path:
+    directory = base / f"..{generation}"
+    directory.mkdir()
+    shutil.copy(issued.certificate, directory / "certificates.pem")
+    shutil.copy(issued.key, directory / "private_key.pem")
+    return directory
+
+
+def swap(base: Path, directory: Path) -> None:
+    temporary = base / "link.tmp"
+    os.symlink(directory.name, temporary)
+    os.replace(temporary, base / "workload-spiffe-credentials")
+
+
+def test_rotation_mid_read_never_yields_a_mismatched_pair(tmp_path):
+    pairs = [mint_client(tmp_path, f"gen{index}", spiffe=SPIFFE) for index in range(3)]
+    base = tmp_path / "secrets"
+    base.mkdir()
+    swap(base, write_generation(base, 0, pairs[0]))
+    stop = threading.Event()
+
+    def writer():
+        generation = 1
+        while not stop.is_set():
+            directory = write_generation(base, generation, pairs[generation % 3])
+            previous = os.path.realpath(base / "workload-spiffe-credentials")
+            swap(base, directory)
+            shutil.rmtree(previous)  # the agent deletes the old directory right away
+            generation += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        serials = set()
+        for _ in range(300):
+            loaded = identity.from_workload_identity_dir(str(base / "workload-spiffe-credentials"), delay=0.001)
+            serials.add(loaded.certificate.serial_number)  # _checked proved key and certificate match
+    finally:
+        stop.set()
+        thread.join()
+    assert len(serials) >= 2, "the test should have seen rotations"
+
+
+def test_a_torn_directory_is_retried_then_reported(tmp_path):
+    one = mint_client(tmp_path, "one", spiffe=SPIFFE)
+    two = mint_client(tmp_path, "two", spiffe=SPIFFE)
+    directory = tmp_path / "creds"
+    directory.mkdir()
+    shutil.copy(one.certificate, directory / "certificates.pem")
+    shutil.copy(two.key, directory / "private_key.pem")
+    with pytest.raises(IdentityError, match="after 3 tries"):
+        identity.from_workload_identity_dir(str(directory), attempts=3, delay=0)
+
+
+def test_missing_directory_says_what_to_check(tmp_path):
+    with pytest.raises(IdentityError, match="managed workload identity"):
+        identity.from_workload_identity_dir(str(tmp_path / "nope"))
+
+
+def test_spiffe_bundle_file_key_first(tmp_path):
+    issued = mint_client(tmp_path, "bundle", spiffe=SPIFFE)
+    directory = tmp_path / "fs"
+    directory.mkdir()
+    (directory / identity.BUNDLE_FILE).write_bytes(issued.key.read_bytes() + issued.certificate.read_bytes())
+    assert identity.from_workload_identity_dir(str(directory)).certificate.serial_number
+
+
+def test_certificate_without_a_spiffe_id_is_refused_from_the_workload_directory(tmp_path):
+    issued = mint_client(tmp_path, "plain", dns=["a.example"])
+    directory = tmp_path / "creds"
+    directory.mkdir()
+    shutil.copy(issued.certificate, directory / "certificates.pem")
+    shutil.copy(issued.key, directory / "private_key.pem")
+    with pytest.raises(IdentityError, match="SPIFFE"):
+        identity.from_workload_identity_dir(str(directory), attempts=2, delay=0)
