@@ -26,7 +26,8 @@ Options:
   --function NAME           function name, also the prefix of LB resources (FUNCTION_NAME, default token-service)
   --client-id-header NAME   MTLS_HEADER_CLIENT_ID (default X-Client-Cert-Hash)
   --runtime RUNTIME         Python runtime (default python313)
-  --concurrency N           requests per instance, THREADS matches it (default 16)
+  --concurrency N           requests per instance (default 16)
+  --cpu N                   vCPUs per instance (default 2): one gunicorn worker per vCPU, THREADS = concurrency / workers
   --min-instances N         (default 0)      --max-instances N   (default 20)
   --dry-run                 print every gcloud command, run none (files are still generated)
   --destroy                 delete what this script creates, in reverse order, after asking
@@ -47,6 +48,7 @@ FUNCTION=${FUNCTION_NAME:-token-service}
 CLIENT_ID_HEADER=${CLIENT_ID_HEADER:-X-Client-Cert-Hash}
 RUNTIME=${RUNTIME:-python313}
 CONCURRENCY=${CONCURRENCY:-16}
+CPU=${CPU:-2}
 MIN_INSTANCES=${MIN_INSTANCES:-0}
 MAX_INSTANCES=${MAX_INSTANCES:-20}
 DEPLOY_DIR=${DEPLOY_DIR:-$ROOT/.deploy}
@@ -70,6 +72,7 @@ while [[ $# -gt 0 ]]; do
     --client-id-header) CLIENT_ID_HEADER=${2:-}; shift 2 ;;
     --runtime) RUNTIME=${2:-}; shift 2 ;;
     --concurrency) CONCURRENCY=${2:-}; shift 2 ;;
+    --cpu) CPU=${2:-}; shift 2 ;;
     --min-instances) MIN_INSTANCES=${2:-}; shift 2 ;;
     --max-instances) MAX_INSTANCES=${2:-}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
@@ -96,7 +99,7 @@ for id in "$POOL_ID" "$PROVIDER_ID"; do
 done
 [[ $FUNCTION =~ ^[a-z][a-z0-9-]{0,40}[a-z0-9]$ ]] || problems+=("--function '$FUNCTION' is not a valid function name")
 [[ $REGION =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || problems+=("--region '$REGION' is not a region")
-for number in "$CONCURRENCY" "$MIN_INSTANCES" "$MAX_INSTANCES"; do
+for number in "$CONCURRENCY" "$CPU" "$MIN_INSTANCES" "$MAX_INSTANCES"; do
   [[ $number =~ ^[0-9]+$ ]] || problems+=("'$number' is not a whole number")
 done
 if [[ $DESTROY == 0 ]]; then
@@ -242,6 +245,9 @@ if ! exists "${G[@]}" iam workload-identity-pools providers describe "$PROVIDER_
 fi
 
 say "3. The function (2nd gen), reachable only through the load balancer"
+# One worker process per vCPU (the GIL), threads sharing the instance's concurrency between them.
+WORKERS=$((CPU > 0 ? CPU : 1))
+THREADS=$(((CONCURRENCY + WORKERS - 1) / WORKERS))
 ENV_FILE=$DEPLOY_DIR/env.yaml
 cat >"$ENV_FILE" <<EOF
 TOKEN_ISSUER: "https://$FQDN"
@@ -253,12 +259,12 @@ SIGNING_SERVICE_ACCOUNT: "$SA_EMAIL"
 MTLS_HEADER_CLIENT_ID: "$CLIENT_ID_HEADER"
 AUDIT_LOG_HANDLER: "cloud-logging"
 GOOGLE_CLOUD_PROJECT: "$PROJECT"
-WORKERS: "1"
-THREADS: "$CONCURRENCY"
+WORKERS: "$WORKERS"
+THREADS: "$THREADS"
 EOF
 # Redeploy only when the code or its settings changed, so a second run changes nothing.
 SOURCE_HASH=$( (cd "$ROOT" && cat main.py requirements.txt token_service/*.py "$ENV_FILE" &&
-  echo "$RUNTIME $CONCURRENCY $MIN_INSTANCES $MAX_INSTANCES") | sha256sum | cut -c1-40)
+  echo "$RUNTIME $CONCURRENCY $CPU $MIN_INSTANCES $MAX_INSTANCES") | sha256sum | cut -c1-40)
 DEPLOYED_HASH=$(lookup "${G[@]}" functions describe "$FUNCTION" --gen2 --region="$REGION" \
   --format='value(labels.source_hash)')
 if [[ $DEPLOYED_HASH == "$SOURCE_HASH" ]]; then
@@ -269,7 +275,7 @@ else
   run "${G[@]}" functions deploy "$FUNCTION" --gen2 --region="$REGION" --runtime="$RUNTIME" \
     --source="$ROOT" --entry-point=handle_request --trigger-http --allow-unauthenticated \
     --ingress-settings=internal-and-gclb --service-account="$SA_EMAIL" --env-vars-file="$ENV_FILE" \
-    --cpu=1 --memory=512Mi --concurrency="$CONCURRENCY" --timeout=60s \
+    --cpu="$CPU" --memory=1Gi --concurrency="$CONCURRENCY" --timeout=60s \
     --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" \
     --update-labels="source_hash=$SOURCE_HASH"
 fi

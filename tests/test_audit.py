@@ -67,7 +67,9 @@ def test_our_line_says_what_google_cloud_loggings_structured_handler_says():
     """The named library and our writer produce the same LogEntry fields."""
     ours, theirs = io.StringIO(), io.StringIO()
     JsonLineWriter(ours, project_id="my-proj").write(RECORD)
-    CloudLoggingWriter(theirs, project_id="my-proj").write(RECORD)
+    library_writer = CloudLoggingWriter(theirs, project_id="my-proj")
+    library_writer._logger.get()  # wait for the import, so this line comes from the library
+    library_writer.write(RECORD)
     library_entries = [json.loads(line) for line in theirs.getvalue().splitlines()]
     library = next(entry for entry in library_entries if "message" in entry)
     mine = json.loads(ours.getvalue())
@@ -79,3 +81,11 @@ def test_our_line_says_what_google_cloud_loggings_structured_handler_says():
     assert library_labels == mine["logging.googleapis.com/labels"]
     for key in ("requestMethod", "requestUrl", "userAgent", "remoteIp", "status"):
         assert library["httpRequest"][key] == mine["httpRequest"][key], key
+
+
+def test_lines_written_while_the_library_loads_use_the_same_format():
+    stream = io.StringIO()
+    writer = CloudLoggingWriter(stream, project_id="my-proj")
+    writer.write(RECORD)  # possibly before the import finished: never lost, never blocked
+    [entry] = [json.loads(line) for line in stream.getvalue().splitlines() if '"message"' in line]
+    assert entry["logging.googleapis.com/labels"]["reason"] == "no_client_certificate"

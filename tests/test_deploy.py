@@ -60,7 +60,7 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     deploy_line = next(line for line in output.splitlines() if " functions deploy " in line)
     for flag in ("--gen2", "--runtime=python313", "--entry-point=handle_request", "--trigger-http",
                  "--ingress-settings=internal-and-gclb", "--service-account=token-service@my-project.iam",
-                 "--env-vars-file=", "--concurrency=16", "--allow-unauthenticated", "--min-instances=0",
+                 "--env-vars-file=", "--concurrency=16", "--cpu=2", "--allow-unauthenticated", "--min-instances=0",
                  "--max-instances=20"):
         assert flag in deploy_line, flag
     assert "--issuer-uri=https://token.example.com" in output
@@ -76,7 +76,8 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     policy = (tmp_path / "deploy" / "server-tls-policy.yaml").read_text()
     assert "clientValidationMode: ALLOW_INVALID_OR_MISSING_CLIENT_CERT" in policy
     env = (tmp_path / "deploy" / "env.yaml").read_text()
-    assert 'TOKEN_ISSUER: "https://token.example.com"' in env and 'THREADS: "16"' in env
+    assert 'TOKEN_ISSUER: "https://token.example.com"' in env
+    assert 'WORKERS: "2"' in env and 'THREADS: "8"' in env  # what `make bench` measures
     assert 'TOKEN_SIGNER: "iam"' in env
     assert "IN  A" in output and "create-cred-config" in output
 

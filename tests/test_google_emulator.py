@@ -38,7 +38,7 @@ def emulator() -> GoogleEmulator:
         runtime_service_account=RUNTIME,
     )
     jwks = {"keys": [{**jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key(), as_dict=True), "kid": "k1"}]}
-    emulator._issuer_keys = lambda issuer: jwt.PyJWKSet.from_dict(jwks)
+    emulator._issuer_keys = lambda issuer: jwt.PyJWKSet.from_dict(jwks)  # no network: the keys as WIF would fetch
     return emulator
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from token_service import mtls
 from token_service.claims import assertion_proof, certificate_proof, secret_proof
@@ -20,8 +20,10 @@ from token_service.client_secret import SecretAuthenticator, presented_credentia
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, MtlsHeaderNames
 from token_service.discovery import FLOW_METADATA
 from token_service.errors import OAuthError, Reason, invalid_client, invalid_request, unsupported_grant_type
-from token_service.jwt_bearer import AssertionVerifier
 from token_service.policy import ClientFacts
+
+if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
+    from token_service.jwt_bearer import AssertionVerifier
 
 SECRET_CLIENT_PREFIX = "secret:"
 

@@ -51,6 +51,10 @@ class BackgroundLoader(Generic[T]):
         finally:
             self._done.set()
 
+    def ready(self) -> bool:
+        """Loaded (or failed) already; never waits."""
+        return self._done.is_set()
+
     def get(self) -> T:
         """The loaded value; re-raises what loading raised."""
         self.start()

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW
-from token_service.jwt_bearer import GRANT_TYPE as JWT_BEARER_GRANT
+
+JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 section 2.1
 
 # What each flow adds to the metadata: (grant type, token endpoint auth methods). A jwt-bearer
 # assertion is the grant itself, not a way for a client to authenticate.

@@ -23,7 +23,6 @@ from token_service.errors import OAuthError, Reason, invalid_grant, temporarily_
 from token_service.jwks_cache import JwksCache, KeysUnavailable
 from token_service.policy import Policy, TrustedIssuer
 
-GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = ("RS256", "ES256")

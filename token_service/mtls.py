@@ -15,9 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_client
@@ -25,6 +23,9 @@ from token_service.errors import OAuthError, Reason, invalid_client
 # google.subject, which WIF maps from client_id, "cannot exceed 127 bytes".
 MAX_CLIENT_ID_BYTES = 127
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
 
 def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
     """What the load balancer would report for a verified ``certificate`` (for simulations and tools)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns, uris = sans.get_values_for_type(x509.DNSName), sans.get_values_for_type(x509.UniformResourceIdentifier)

@@ -32,8 +32,6 @@ from token_service.discovery import discovery_document
 from token_service.errors import OAuthError, Reason, invalid_request, server_error
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
-from token_service.jwks_cache import JwksCache
-from token_service.jwt_bearer import AssertionVerifier
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
 from token_service.responses import (
     EXTERNAL_CREDENTIAL_FORMAT,
@@ -217,13 +215,15 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
     )
     audit = audit_writer(settings.audit_log_handler, settings.project_id)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
-    authenticator = Authenticator(
-        settings.auth_flows,
-        settings.mtls_headers,
-        AssertionVerifier(policy, (settings.issuer, f"{settings.issuer}/token"), JwksCache(UpstreamClient()))
-        if policy and JWT_BEARER_FLOW in settings.auth_flows else None,
-        SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None,
-    )
+    assertions = None
+    if policy and JWT_BEARER_FLOW in settings.auth_flows:
+        from token_service.jwks_cache import JwksCache
+        from token_service.jwt_bearer import AssertionVerifier
+
+        audiences = (settings.issuer, f"{settings.issuer}/token")
+        assertions = AssertionVerifier(policy, audiences, JwksCache(UpstreamClient()))
+    secrets = SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None
+    authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions, secrets)
     return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)
 
 

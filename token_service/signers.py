@@ -15,10 +15,9 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service import metadata
 from token_service.background import BackgroundLoader
@@ -59,7 +58,7 @@ class LocalKeySigner:
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
-        self._header = {"kid": self.key_id, "typ": "JWT"}
+        self._header = _b64(_compact_json({"alg": algorithm, "kid": self.key_id, "typ": "JWT"}))
 
     @classmethod
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
@@ -75,7 +74,15 @@ class LocalKeySigner:
         return cls(key, algorithm)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        return jwt.encode(dict(claims), self._private_key, algorithm=self.algorithm, headers=self._header)
+        # RFC 7515 compact serialization; the header is fixed, so it is encoded once.
+        signing_input = self._header + b"." + _b64(_compact_json(dict(claims)))
+        key = self._private_key
+        if isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:  # ES256: the JWS form of an ECDSA signature is r || s, 32 bytes each
+            r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + _b64(signature)).decode("ascii")
 
     def jwks_uri(self, issuer: str) -> str:
         return f"{issuer}/jwks"
@@ -180,11 +187,24 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 
 
 def _public_jwk(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> dict[str, Any]:
+    """RFC 7518 section 6 public members."""
     if isinstance(private_key, rsa.RSAPrivateKey):
-        jwk = RSAAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
-        return {name: jwk[name] for name in ("kty", "n", "e")}
-    jwk = ECAlgorithm.to_jwk(private_key.public_key(), as_dict=True)
-    return {name: jwk[name] for name in ("kty", "crv", "x", "y")}
+        numbers = private_key.public_key().public_numbers()
+        return {"kty": "RSA", "n": _b64_int(numbers.n), "e": _b64_int(numbers.e)}
+    point = private_key.public_key().public_numbers()
+    return {"kty": "EC", "crv": "P-256", "x": _b64_int(point.x, 32), "y": _b64_int(point.y, 32)}
+
+
+def _b64_int(value: int, length: int | None = None) -> str:
+    return _b64(value.to_bytes(length or (value.bit_length() + 7) // 8, "big")).decode("ascii")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _compact_json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _check_key(private_key: object, algorithm: str) -> None:

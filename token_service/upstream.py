@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import urllib3
+from token_service.background import BackgroundLoader
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "token-service-python"
@@ -51,10 +51,15 @@ class RetryPolicy:
 class UpstreamClient:
     def __init__(self, policy: RetryPolicy | None = None, pool_size: int = 32, ca_certs: str | None = None):
         self.policy = policy or RetryPolicy()
-        self._pool = urllib3.PoolManager(
-            num_pools=8, maxsize=pool_size, block=False, retries=False, ca_certs=ca_certs,
-            headers={"User-Agent": USER_AGENT},
-        )
+
+        def pool() -> Any:
+            import urllib3
+
+            return urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, retries=False,
+                                       ca_certs=ca_certs, headers={"User-Agent": USER_AGENT})
+
+        # Built off the critical path: ID-token-only requests never wait for urllib3.
+        self._pool = BackgroundLoader("upstream-pool", pool)
 
     def post(self, service: str, url: str, *, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """POST with retries; returns the final answer (any status) or raises ``UpstreamUnavailable``."""
@@ -63,6 +68,9 @@ class UpstreamClient:
     def request(
         self, method: str, service: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> UpstreamResponse:
+        import urllib3
+
+        pool = self._pool.get()
         policy = self.policy
         deadline = time.monotonic() + policy.budget
         attempt = 0
@@ -73,7 +81,7 @@ class UpstreamClient:
                 read=min(policy.read_timeout, max(remaining, 0.01)),
             )
             try:
-                answer = self._pool.request(method, url, body=body, headers=headers, timeout=timeout,
+                answer = pool.request(method, url, body=body, headers=headers, timeout=timeout,
                                             redirect=False)
                 response = UpstreamResponse(answer.status, answer.data)
                 if response.status not in RETRYABLE_STATUSES:

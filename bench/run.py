@@ -1,0 +1,277 @@
+"""`make bench`: throughput, latency, cold start and memory, as ratios measured in one run.
+
+    .venv/bin/python -m bench.run [--seconds 10] [--sustain-seconds 300] [--cold-starts 5]
+
+Everything runs on this machine, against loopback only. The function runs as
+`make run` starts it (real functions-framework), with the process settings
+below, audit logging on (to a file), and the gateway bypassed: wrk sends the
+load balancer's headers itself. Google is the local emulator with a fixed
+injected latency per call. Results: one table on stdout, JSON in bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from devtools.gateway import certificate_headers, header_names_from_environment
+from devtools.local import (
+    ROOT,
+    RUNTIME_SERVICE_ACCOUNT,
+    WORKLOAD_SERVICE_ACCOUNT,
+    free_port,
+    local_environment,
+    start_emulator,
+    start_function,
+    start_gateway,
+)
+from devtools.pki import ensure_dev_pki
+
+# What deploy.sh sets for a 2-vCPU instance; the bench measures the same.
+PROCESS_SETTINGS = {"WORKERS": "2", "THREADS": "8"}
+UPSTREAM_LATENCY = 0.020  # seconds added to every emulated Google call
+CONCURRENCIES = (1, 8, 32)
+HELLO = "def hello(request):\n    return 'ok'\n"
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class WrkResult:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def rsa_ceiling() -> float:
+    """`openssl speed -multi 2 rsa2048` signatures per second (both cores)."""
+    output = subprocess.run(["openssl", "speed", "-seconds", "5", "-multi", str(os.cpu_count() or 2), "rsa2048"],
+                            capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("rsa 2048 bits"))
+    return float(line.split()[-2])
+
+
+def wrk_script(headers: dict[str, str], body: str, directory: Path, delay_ms: float | None = None) -> Path:
+    lines = ['wrk.method = "POST"', f'wrk.body = "{body}"',
+             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"']
+    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
+    if delay_ms is not None:
+        lines.append(f"function delay() return {delay_ms:.3f} end")
+    path = directory / f"wrk-{abs(hash((body, delay_ms)))}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
+    threads = min(connections, 2)
+    output = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
+         url],
+        capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    errors = int(match.group(1)) if (match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)) else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if socket_errors:
+        errors += sum(int(value) for value in socket_errors.groups())
+    return WrkResult(rate, _latency(output, "50%"), _latency(output, "99%"), errors)
+
+
+def _latency(output: str, percentile: str) -> float:
+    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cold_start(command: list[str], env: dict[str, str], port: int, probe) -> float:
+    """Seconds from process launch until ``probe(port)`` succeeds."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            try:
+                if probe(port):
+                    return time.perf_counter() - started
+            except OSError:
+                pass
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[1]} exited during start-up")
+            time.sleep(0.002)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def posts_token(headers: dict[str, str]):
+    def probe(port: int) -> bool:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/token", b"grant_type=client_credentials",
+                                         {**headers, "Content-Type": "application/x-www-form-urlencoded"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status == 200
+    return probe
+
+
+def gets_hello(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        return response.status == 200
+
+
+def worker_rss_kib(master_pid: int) -> list[int]:
+    """VmRSS of each gunicorn worker (the master's children)."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    sizes = []
+    for pid in children:
+        status = Path(f"/proc/{pid}/status").read_text()
+        sizes.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)))
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--sustain-seconds", type=float, default=300)
+    parser.add_argument("--cold-starts", type=int, default=5)
+    args = parser.parse_args(argv)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    pki = ensure_dev_pki(scratch)
+    leaf = x509.load_pem_x509_certificate(pki["client_cert"].read_bytes())
+    lb_headers = certificate_headers(leaf, [], header_names_from_environment({}), "each")
+    functions_framework = str(Path(sys.executable).parent / "functions-framework")
+    results: dict[str, object] = {"process_settings": PROCESS_SETTINGS, "upstream_latency_ms": UPSTREAM_LATENCY * 1000}
+
+    print("RSA ceiling (openssl speed -multi 2 rsa2048)...", file=sys.stderr)
+    ceiling = rsa_ceiling()
+    results["rsa_sign_per_second"] = ceiling
+
+    gateway_port = free_port()
+    emulator, emulator_server = start_emulator(pki["ca"].parent, gateway_port)
+    emulator_port = emulator_server.server_address[1]
+    env = {**local_environment(scratch, gateway_port, emulator_port), **PROCESS_SETTINGS}
+    audit_log = (scratch / "audit.log").open("w")
+    function = start_function(env, free_port(), stdout=audit_log, stderr=audit_log)
+    gateway = start_gateway(pki["ca"].parent, gateway_port, function.url, env)  # only for STS's discovery fetch
+    token_url = f"{function.url}/token"
+    try:
+        print("ID-token throughput...", file=sys.stderr)
+        script = wrk_script(lb_headers, "grant_type=client_credentials", scratch)
+        run_wrk(token_url, script, 8, 2)  # warm-up
+        id_token = {}
+        for connections in CONCURRENCIES:
+            id_token[connections] = run_wrk(token_url, script, connections, args.seconds)
+        results["id_token"] = {str(c): vars(r) | {"ratio": r.requests_per_second / ceiling}
+                               for c, r in id_token.items()}
+        results["worker_rss_kib_after_load"] = worker_rss_kib(function.process.pid)
+
+        print("Emulated production path (STS + impersonation)...", file=sys.stderr)
+        emulator.latency = {"sts": UPSTREAM_LATENCY, "iam": UPSTREAM_LATENCY}
+        body = ("grant_type=client_credentials&scope=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fcloud-platform"
+                f"&service_account={WORKLOAD_SERVICE_ACCOUNT.replace('@', '%40')}")
+        exchange_script = wrk_script(lb_headers, body, scratch)
+        run_wrk(token_url, exchange_script, 8, 2)  # warm-up: pool connections, issuer keys
+        connections_before, calls_before = emulator.connections, emulator.requests["sts"] + emulator.requests["iam"]
+        exchange = run_wrk(token_url, exchange_script, 8, args.seconds)
+        calls = emulator.requests["sts"] + emulator.requests["iam"] - calls_before
+        results["production_path"] = vars(exchange) | {
+            "sum_of_upstream_latency_ms": 2 * UPSTREAM_LATENCY * 1000,
+            "p50_over_upstream_ms": exchange.p50_ms - 2 * UPSTREAM_LATENCY * 1000,
+            "new_upstream_connections_per_request": (emulator.connections - connections_before) / max(1, calls / 2),
+        }
+        emulator.latency = {}
+
+        if args.sustain_seconds > 0:
+            print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
+            peak = max(result.requests_per_second for result in id_token.values())
+            connections = 8
+            paced = wrk_script(lb_headers, "grant_type=client_credentials", scratch,
+                               delay_ms=1000 * connections / (0.7 * peak))
+            rss_before = worker_rss_kib(function.process.pid)
+            sustained = run_wrk(token_url, paced, connections, args.sustain_seconds)
+            rss_after = worker_rss_kib(function.process.pid)
+            results["sustained"] = vars(sustained) | {
+                "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,
+                "rss_kib_before": rss_before, "rss_kib_after": rss_after,
+                "rss_growth": max(after / before - 1 for before, after in zip(rss_before, rss_after, strict=True)),
+            }
+    finally:
+        gateway.shutdown()
+        function.stop()
+        audit_log.close()
+
+    print("Cold starts...", file=sys.stderr)
+    (scratch / "hello.py").write_text(HELLO)
+    hello_env = {"PATH": os.environ["PATH"], **PROCESS_SETTINGS}
+    production_env = {**env, "TOKEN_SIGNER": "iam", "SIGNING_SERVICE_ACCOUNT": RUNTIME_SERVICE_ACCOUNT,
+                      "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"}
+    production_env.pop("SIGNING_KEY_FILE", None)
+    starts: dict[str, list[float]] = {"hello": [], "local": [], "production": []}
+    for _ in range(args.cold_starts):
+        for name, target, source, environment, probe in (
+            ("hello", "hello", scratch / "hello.py", hello_env, gets_hello),
+            ("local", "handle_request", ROOT / "main.py", {**os.environ, **env}, posts_token(lb_headers)),
+            ("production", "handle_request", ROOT / "main.py", {**os.environ, **production_env},
+             posts_token(lb_headers)),
+        ):
+            port = free_port()
+            starts[name].append(cold_start([functions_framework, f"--target={target}", f"--source={source}",
+                                            "--host=127.0.0.1", f"--port={port}"], environment, port, probe))
+    medians = {name: statistics.median(values) for name, values in starts.items()}
+    results["cold_start_seconds"] = {name: {"median": medians[name], "runs": values} for name, values in starts.items()}
+    results["cold_start_ratio"] = {"local": medians["local"] / medians["hello"],
+                                   "production": medians["production"] / medians["hello"]}
+    emulator_server.shutdown()
+    report(results)
+    return 0
+
+
+def report(results: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for name in (f"{stamp}.json", "latest.json"):
+        (RESULTS / name).write_text(json.dumps(results, indent=2) + "\n")
+    ceiling = results["rsa_sign_per_second"]
+    rows = [("RSA-2048 signs/s, both cores (openssl speed)", f"{ceiling:.0f}", "")]
+    targets = {"8": 0.40, "32": 0.45}
+    for connections, result in results["id_token"].items():
+        target = targets.get(connections)
+        rows.append((f"ID tokens/s at concurrency {connections} (p50 / p99 ms)",
+                     f"{result['requests_per_second']:.0f}  ({result['p50_ms']:.2f} / {result['p99_ms']:.2f})",
+                     f"{result['ratio']:.0%} of RSA" + (f" (target >= {target:.0%})" if target else "")))
+    production = results["production_path"]
+    rows.append(("STS + impersonation at c=8, 2 x 20 ms upstream (p50 / p99 ms)",
+                 f"{production['requests_per_second']:.0f}/s  "
+                 f"({production['p50_ms']:.1f} / {production['p99_ms']:.1f})",
+                 f"p50 - upstream = {production['p50_over_upstream_ms']:.1f} ms (target <= 5)"))
+    rows.append(("new upstream connections per request after warm-up",
+                 f"{production['new_upstream_connections_per_request']:.3f}", "target 0"))
+    cold = results["cold_start_seconds"]
+    for name in ("local", "production"):
+        rows.append((f"cold start to first token, {name} config (median)", f"{cold[name]['median'] * 1000:.0f} ms",
+                     f"{results['cold_start_ratio'][name]:.2f} x hello-world "
+                     f"({cold['hello']['median'] * 1000:.0f} ms; target <= {1.3 if name == 'local' else 1.5})"))
+    rows.append(("worker RSS after load (KiB)", ", ".join(map(str, results["worker_rss_kib_after_load"])), ""))
+    if "sustained" in results:
+        sustained = results["sustained"]
+        rows.append((f"sustained {sustained['seconds']:.0f} s at {sustained['target_rps']:.0f}/s "
+                     "(p50 / p99 ms, errors)",
+                     f"{sustained['requests_per_second']:.0f}/s  ({sustained['p50_ms']:.2f} / "
+                     f"{sustained['p99_ms']:.2f}, {sustained['errors']})",
+                     f"RSS growth {sustained['rss_growth']:.1%} (target < 5%)"))
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{'measure':<{width}}  {'value':<34}  ratio / target")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:<34}  {note}")
+    print(f"\nJSON: {RESULTS / 'latest.json'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
