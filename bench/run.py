@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         body = ("grant_type=client_credentials&scope=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fcloud-platform"
                 f"&service_account={WORKLOAD_SERVICE_ACCOUNT.replace('@', '%40')}")
         exchange_script = wrk_script(lb_headers, body, scratch)
-        run_wrk(token_url, exchange_script, 8, 2)  # warm-up: pool connections, issuer keys
+        run_wrk(token_url, exchange_script, 1, 1)  # warm-up: the emulator fetches our keys once
+        run_wrk(token_url, exchange_script, 8, 2)  # warm-up: the pool's connections
         connections_before, calls_before = emulator.connections, emulator.requests["sts"] + emulator.requests["iam"]
         exchange = run_wrk(token_url, exchange_script, 8, args.seconds)
         calls = emulator.requests["sts"] + emulator.requests["iam"] - calls_before
@@ -192,8 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
             peak = max(result.requests_per_second for result in id_token.values())
             connections = 8
-            paced = wrk_script(lb_headers, "grant_type=client_credentials", scratch,
-                               delay_ms=1000 * connections / (0.7 * peak))
+            # wrk waits delay() between a connection's requests: pace to 70 % of the peak rate.
+            delay_ms = max(0.0, 1000 * connections / (0.7 * peak) - id_token[8].p50_ms)
+            paced = wrk_script(lb_headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
             rss_before = worker_rss_kib(function.process.pid)
             sustained = run_wrk(token_url, paced, connections, args.sustain_seconds)
             rss_after = worker_rss_kib(function.process.pid)

@@ -144,6 +144,7 @@ class GoogleEmulator:
         self._google_key = self._new_key()
         self.latency: dict[str, float] = {}
         self._key_cache: dict[str, tuple[float, dict[str, jwt.PyJWK]]] = {}
+        self._fetch_lock = threading.Lock()
         self.clock_skew = 0.0  # seconds Google's clock is ahead of ours (tests of expiry rules)
         self._faults: dict[str, list[int | str]] = {}
         self.connections = 0
@@ -283,11 +284,12 @@ class GoogleEmulator:
 
     def _issuer_key(self, issuer: str, kid: str) -> jwt.PyJWK | None:
         """The issuer's key ``kid``, cached for 5 minutes like WIF; an unknown kid refetches."""
-        cached = self._key_cache.get(issuer)
-        if cached is None or time.monotonic() - cached[0] > 300 or kid not in cached[1]:
-            keys = self._issuer_keys(issuer)
-            cached = (time.monotonic(), {key.key_id: key for key in keys.keys})
-            self._key_cache[issuer] = cached
+        with self._fetch_lock:  # one fetch at a time, the others reuse it
+            cached = self._key_cache.get(issuer)
+            if cached is None or time.monotonic() - cached[0] > 300 or kid not in cached[1]:
+                keys = self._issuer_keys(issuer)
+                cached = (time.monotonic(), {key.key_id: key for key in keys.keys})
+                self._key_cache[issuer] = cached
         return cached[1].get(kid)
 
     def _issuer_keys(self, issuer: str) -> jwt.PyJWKSet:

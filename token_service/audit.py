@@ -148,14 +148,16 @@ class CloudLoggingWriter:
     """Writes through google-cloud-logging's ``StructuredLogHandler``.
 
     The library takes about 0.35 s to import, more than a whole cold start, so it
-    loads in the background; until it is ready, the same entries are written by
-    ``JsonLineWriter`` (a test checks that both write the same fields).
+    loads in the background from the first write on; until it is ready, the same
+    entries are written by ``JsonLineWriter`` (a test checks both write the same fields).
     """
 
     def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
         self._stream = stream
         self._project_id = project_id
-        self._logger = BackgroundLoader("audit-log-import", self._load)
+        # Started by the first write, not at the fork: the first token must not share
+        # the CPU with this import.
+        self._logger = BackgroundLoader("audit-log-import", self._load, start_after_fork=False)
         self._until_loaded = JsonLineWriter(stream, project_id)
 
     def _load(self) -> logging.Logger:

@@ -18,11 +18,12 @@ T = TypeVar("T")
 
 
 class BackgroundLoader(Generic[T]):
-    def __init__(self, name: str, load: Callable[[], T]):
+    def __init__(self, name: str, load: Callable[[], T], start_after_fork: bool = True):
         self._name = name
         self._load = load
         self._reset()
-        os.register_at_fork(after_in_child=self._start_in_child)
+        # after_in_child also resets state a parent's thread left behind.
+        os.register_at_fork(after_in_child=self._start_in_child if start_after_fork else self._reset)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()

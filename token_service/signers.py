@@ -55,6 +55,7 @@ class LocalKeySigner:
         _check_key(private_key, algorithm)
         self.algorithm = algorithm
         self._private_key = private_key
+        _self_test(private_key)
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
@@ -64,7 +65,10 @@ class LocalKeySigner:
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
         try:
             with open(path, "rb") as pem:
-                key = serialization.load_pem_private_key(pem.read(), password=None)
+                # cryptography's RSA validation costs ~30 ms of every cold start; the self-test
+                # in __init__ catches what matters here, a key that signs wrongly.
+                key = serialization.load_pem_private_key(pem.read(), password=None,
+                                                         unsafe_skip_rsa_key_validation=True)
         except OSError as error:
             raise ValueError(f"cannot read {path}: {error.strerror}") from None
         except (ValueError, TypeError) as error:
@@ -205,6 +209,22 @@ def _b64(data: bytes) -> bytes:
 
 def _compact_json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+    """Sign and verify once: a corrupt key fails here, not in every token."""
+    from cryptography.exceptions import InvalidSignature
+
+    message = b"token-service key self-test"
+    try:
+        if isinstance(private_key, rsa.RSAPrivateKey):
+            signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+            private_key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            signature = private_key.sign(message, ec.ECDSA(hashes.SHA256()))
+            private_key.public_key().verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        raise ValueError("the key fails a sign-and-verify self-test (corrupt key)") from None
 
 
 def _check_key(private_key: object, algorithm: str) -> None:
