@@ -85,7 +85,7 @@ def test_unusable_key_files_are_configuration_errors(tmp_path, make_file):
 def test_a_corrupt_rsa_key_fails_the_self_test(rsa_key):
     numbers = rsa_key.private_numbers()
     corrupt = rsa.RSAPrivateNumbers(
-        numbers.p, numbers.q, numbers.d, numbers.dmp1 ^ 2, numbers.dmq1, numbers.iqmp, numbers.public_numbers
+        numbers.p, numbers.q, numbers.d ^ 2, numbers.dmp1 ^ 2, numbers.dmq1, numbers.iqmp, numbers.public_numbers
     ).private_key(unsafe_skip_rsa_key_validation=True)
     with pytest.raises(ValueError, match="self-test"):
         LocalKeySigner(corrupt, "RS256")
