@@ -93,6 +93,21 @@ def _latency(output: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def calibrated_pacing(url: str, headers: dict[str, str], scratch: Path, connections: int, target: float) -> Path:
+    """A wrk script whose delay() holds ``connections`` at ``target`` requests/s.
+
+    Each connection makes one request per (service time + delay); the service time
+    at the target load is measured by two short calibration runs.
+    """
+    delay_ms = 1000 * connections / target
+    for _ in range(2):
+        script = wrk_script(headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
+        achieved = run_wrk(url, script, connections, 3).requests_per_second
+        service_ms = 1000 * connections / achieved - delay_ms
+        delay_ms = max(0.0, 1000 * connections / target - service_ms)
+    return wrk_script(headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
+
+
 def cold_start(command: list[str], env: dict[str, str], port: int, probe) -> float:
     """Seconds from process launch until ``probe(port)`` succeeds."""
     started = time.perf_counter()
@@ -192,10 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sustain_seconds > 0:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
             peak = max(result.requests_per_second for result in id_token.values())
-            connections = 8
-            # wrk waits delay() between a connection's requests: pace to 70 % of the peak rate.
-            delay_ms = max(0.0, 1000 * connections / (0.7 * peak) - id_token[8].p50_ms)
-            paced = wrk_script(lb_headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
+            connections, target = 8, 0.7 * peak
+            paced = calibrated_pacing(token_url, lb_headers, scratch, connections, target)
             rss_before = worker_rss_kib(function.process.pid)
             sustained = run_wrk(token_url, paced, connections, args.sustain_seconds)
             rss_after = worker_rss_kib(function.process.pid)
@@ -209,9 +222,22 @@ def main(argv: list[str] | None = None) -> int:
         function.stop()
         audit_log.close()
 
-    print("Cold starts...", file=sys.stderr)
+    print("Framework ceiling (hello-world, same headers and settings)...", file=sys.stderr)
     (scratch / "hello.py").write_text(HELLO)
     hello_env = {"PATH": os.environ["PATH"], **PROCESS_SETTINGS}
+    hello = subprocess.Popen([functions_framework, "--target=hello", f"--source={scratch / 'hello.py'}",
+                              "--host=127.0.0.1", f"--port={(hello_port := free_port())}"], env=hello_env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        run_wrk(f"http://127.0.0.1:{hello_port}/token", script, 8, 2)
+        results["hello_world"] = {str(c): vars(run_wrk(f"http://127.0.0.1:{hello_port}/token", script, c,
+                                                       args.seconds)) for c in (8, 32)}
+    finally:
+        hello.terminate()
+        hello.wait()
+
+    print("Cold starts...", file=sys.stderr)
     production_env = {**env, "TOKEN_SIGNER": "iam", "SIGNING_SERVICE_ACCOUNT": RUNTIME_SERVICE_ACCOUNT,
                       "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"}
     production_env.pop("SIGNING_KEY_FILE", None)
@@ -245,9 +271,15 @@ def report(results: dict) -> None:
     targets = {"8": 0.40, "32": 0.45}
     for connections, result in results["id_token"].items():
         target = targets.get(connections)
+        hello = results["hello_world"].get(connections)
         rows.append((f"ID tokens/s at concurrency {connections} (p50 / p99 ms)",
                      f"{result['requests_per_second']:.0f}  ({result['p50_ms']:.2f} / {result['p99_ms']:.2f})",
-                     f"{result['ratio']:.0%} of RSA" + (f" (target >= {target:.0%})" if target else "")))
+                     f"{result['ratio']:.0%} of RSA" + (f" (target >= {target:.0%})" if target else "")
+                     + (f"; {result['requests_per_second'] / hello['requests_per_second']:.0%} of hello-world"
+                        if hello else "")))
+    for connections, result in results["hello_world"].items():
+        rows.append((f"framework ceiling: hello-world req/s at concurrency {connections}",
+                     f"{result['requests_per_second']:.0f}", f"{result['requests_per_second'] / ceiling:.0%} of RSA"))
     production = results["production_path"]
     rows.append(("STS + impersonation at c=8, 2 x 20 ms upstream (p50 / p99 ms)",
                  f"{production['requests_per_second']:.0f}/s  "
