@@ -7,6 +7,7 @@ so a misconfigured deployment fails before it serves a single wrong token.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -140,6 +141,7 @@ class GoogleSettings:
     service_account_token_lifetime: int
     timeout_seconds: float
     retry_budget_seconds: float
+    max_concurrent_exchanges: int  # per process; the other threads stay free for everything else
 
     def service_account_jwks_uri(self, email: str) -> str:
         return f"{self.service_account_keys_endpoint}/service_accounts/v1/metadata/jwk/{email}"
@@ -362,6 +364,13 @@ def _google(reader: _Reader) -> GoogleSettings:
         lifetime = "0"
     timeout = _seconds(reader, "UPSTREAM_TIMEOUT", "10")
     budget = _seconds(reader, "UPSTREAM_RETRY_BUDGET", "20")
+    # functions-framework runs THREADS threads per worker (default 4 per CPU). Half of them at
+    # most may wait on Google, so a hung upstream never starves discovery or ID-token requests.
+    threads = reader.get("THREADS") or str(4 * (os.cpu_count() or 1))
+    exchanges = reader.get("UPSTREAM_MAX_CONCURRENCY") or str(max(1, int(threads) // 2 if threads.isdigit() else 1))
+    if not exchanges.isdigit() or not 1 <= int(exchanges) <= 1000:
+        reader.fail(f"UPSTREAM_MAX_CONCURRENCY={exchanges!r} must be a whole number from 1 to 1000")
+        exchanges = "1"
     return GoogleSettings(
         sts_endpoint=endpoints["STS_ENDPOINT"],
         iam_credentials_endpoint=endpoints["IAM_CREDENTIALS_ENDPOINT"],
@@ -369,6 +378,7 @@ def _google(reader: _Reader) -> GoogleSettings:
         service_account_token_lifetime=int(lifetime),
         timeout_seconds=timeout,
         retry_budget_seconds=budget,
+        max_concurrent_exchanges=int(exchanges),
     )
 
 

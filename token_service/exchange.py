@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,14 +90,26 @@ class GoogleExchange:
         sts: StsClient,
         iam: IamCredentialsClient,
         service_account_token_lifetime: int,
+        max_concurrent: int = 8,
     ):
         self._provider = provider
         self._sts = sts
         self._iam = iam
         self._lifetime = service_account_token_lifetime
+        self._slots = threading.BoundedSemaphore(max_concurrent)
 
     def exchange(self, request: ExchangeRequest, id_token: str, client_id: str) -> ExchangedToken:
         """Run the requested exchange or raise ``OAuthError``."""
+        # A bulkhead: when Google is slow or hung, at most this many threads wait on it and the
+        # rest answer at once, so discovery, JWKS and ID-token requests keep being served.
+        if not self._slots.acquire(blocking=False):
+            raise temporarily_unavailable("Too many requests are waiting on Google; retry after 2 s", 2)
+        try:
+            return self._exchange(request, id_token, client_id)
+        finally:
+            self._slots.release()
+
+    def _exchange(self, request: ExchangeRequest, id_token: str, client_id: str) -> ExchangedToken:
         principal = self._provider.principal(client_id)
         impersonating = request.service_account is not None
         # Impersonation needs an STS token that may call IAM; the client's scopes go on the SA token.

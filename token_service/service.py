@@ -212,6 +212,7 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
         StsClient(upstream, google.sts_endpoint),
         IamCredentialsClient(upstream, google.iam_credentials_endpoint),
         google.service_account_token_lifetime,
+        google.max_concurrent_exchanges,
     )
     audit = audit_writer(settings.audit_log_handler, settings.project_id)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
