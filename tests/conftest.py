@@ -65,3 +65,10 @@ def audit() -> AuditCapture:
 def service(environ, rsa_key, audit) -> TokenService:
     settings = load_settings(environ)
     return TokenService(settings, LocalKeySigner(rsa_key, "RS256"), JsonLineWriter(audit.stream))
+
+
+@pytest.fixture
+def names(environ):
+    from token_service.config import load_settings
+
+    return load_settings(environ).mtls_headers

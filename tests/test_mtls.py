@@ -10,11 +10,6 @@ from token_service.errors import OAuthError, Reason
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def names(environ):
-    return load_settings(environ).mtls_headers
-
-
 def refusal(headers, names) -> OAuthError:
     with pytest.raises(OAuthError) as raised:
         mtls.authenticate(headers, names, NOW)

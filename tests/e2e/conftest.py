@@ -26,6 +26,7 @@ class Stack:
     emulator: object
     emulator_url: str
     certs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    function_url: str = ""  # behind no gateway: what an internal caller would reach
 
     @property
     def url(self) -> str:
@@ -99,7 +100,7 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None)
     ]
     stack = Stack(local_dir, pki, {"each": f"https://127.0.0.1:{each_port}",
                                    "joined": f"https://127.0.0.1:{joined_port}"}, audit_file,
-                  emulator, f"http://127.0.0.1:{emulator_port}", certs)
+                  emulator, f"http://127.0.0.1:{emulator_port}", certs, function.url)
     return stack, function, gateways, log
 
 

@@ -1,0 +1,59 @@
+"""Malformed HTTP aimed straight at the function (as an internal caller could): the HTTP layer or the
+function refuses it, never with a 5xx and never with a token."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support import verified_headers
+
+
+def raw(stack, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
+    address = urlsplit(stack.function_url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(head + body)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer
+
+
+def request(headers: dict[str, str | bytes], body: bytes = b"grant_type=client_credentials") -> bytes:
+    lines = [b"POST /token HTTP/1.1", b"Host: t", b"Connection: close",
+             b"Content-Type: application/x-www-form-urlencoded", b"Content-Length: %d" % len(body)]
+    for name, value in headers.items():
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("override", "statuses"),
+    [
+        ({"X-Client-Cert-Hash": b"abc\x00def"}, {400}),
+        ({"X-Client-Cert-SPIFFE": b"spiffe://x\rInjected: yes"}, {400}),
+        ({"X-Client-Cert-DNSName-SANs": b"\xff\xfe"}, {400, 401}),
+        ({"X-Client-Cert-Hash": "A" * 9000}, {431, 400}),
+        ({f"X-Filler-{index}": "x" for index in range(120)}, {400, 431}),
+    ],
+    ids=["nul", "bare-cr", "non-utf8", "oversized-header", "too-many-headers"],
+)
+def test_malformed_headers(stack, override, statuses):
+    headers = {**verified_headers(), **override}
+    status, answer = raw(stack, request(headers), b"grant_type=client_credentials")
+    assert status in statuses and b"id_token" not in answer
+
+
+def test_oversized_body_is_413_json(stack):
+    body = b"grant_type=client_credentials&x=" + b"a" * 100_000
+    status, answer = raw(stack, request(verified_headers(), body), body)
+    assert status == 413 and b'"error":"invalid_request"' in answer
+
+
+def test_unknown_parameters_are_ignored_as_rfc_6749_requires(stack):
+    body = b"grant_type=client_credentials&colour=blue"
+    status, answer = raw(stack, request(verified_headers(), body), body)
+    assert status == 200 and b"id_token" in answer
