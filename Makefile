@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run logs test lint bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(STAMP)
 ## Start the function (functions-framework on :8080) behind the local mTLS gateway (:8443).
 run: $(STAMP)
 	$(BIN)/python -m devtools.local
+
+## The audit lines of `make run`, readable and filtered: make logs ARGS="--reason no_client_certificate -v"
+logs: $(STAMP)
+	$(BIN)/python -m devtools.logs $(ARGS)
 
 ## Lint and run the whole test suite.
 test: $(STAMP) lint

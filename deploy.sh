@@ -29,6 +29,10 @@ Options:
   --concurrency N           requests per instance (default 16)
   --cpu N                   vCPUs per instance (default 2): one gunicorn worker per vCPU, THREADS = concurrency / workers
   --min-instances N         (default 0)      --max-instances N   (default 20)
+  --with-monitoring         also create log-based metrics (tokens issued, refusals by reason, upstream
+                            latency) and an alerting policy on the refusal rate
+  --alert-refusals-per-minute N   the alert threshold (default 10)
+  --notification-channel ID       where the alert goes (projects/P/notificationChannels/N; optional)
   --dry-run                 print every gcloud command, run none (files are still generated)
   --destroy                 delete what this script creates, in reverse order, after asking
   --yes                     do not ask before --destroy
@@ -56,6 +60,9 @@ CA_CERTS=()
 INTERMEDIATE_CERTS=()
 DRY_RUN=0
 DESTROY=0
+MONITORING=0
+ALERT_THRESHOLD=${ALERT_THRESHOLD:-10}
+NOTIFICATION_CHANNEL=${NOTIFICATION_CHANNEL:-}
 YES=0
 
 while [[ $# -gt 0 ]]; do
@@ -76,6 +83,9 @@ while [[ $# -gt 0 ]]; do
     --min-instances) MIN_INSTANCES=${2:-}; shift 2 ;;
     --max-instances) MAX_INSTANCES=${2:-}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --with-monitoring) MONITORING=1; shift ;;
+    --alert-refusals-per-minute) ALERT_THRESHOLD=${2:-}; shift 2 ;;
+    --notification-channel) NOTIFICATION_CHANNEL=${2:-}; shift 2 ;;
     --destroy) DESTROY=1; shift ;;
     --yes) YES=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -99,7 +109,7 @@ for id in "$POOL_ID" "$PROVIDER_ID"; do
 done
 [[ $FUNCTION =~ ^[a-z][a-z0-9-]{0,40}[a-z0-9]$ ]] || problems+=("--function '$FUNCTION' is not a valid function name")
 [[ $REGION =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || problems+=("--region '$REGION' is not a region")
-for number in "$CONCURRENCY" "$CPU" "$MIN_INSTANCES" "$MAX_INSTANCES"; do
+for number in "$CONCURRENCY" "$CPU" "$MIN_INSTANCES" "$MAX_INSTANCES" "$ALERT_THRESHOLD"; do
   [[ $number =~ ^[0-9]+$ ]] || problems+=("'$number' is not a whole number")
 done
 if [[ $DESTROY == 0 ]]; then
@@ -348,7 +358,54 @@ if [[ $ATTACHED != *"/serverTlsPolicies/$TLS_POLICY" ]]; then
   run "${G[@]}" compute target-https-proxies update "$PROXY" --global --server-tls-policy="$POLICY_URL"
 fi
 
-say "6. What is left for you"
+if [[ $MONITORING == 1 ]]; then
+  say "6. Log-based metrics and an alert on the refusal rate"
+  # The audit line's labels are LogEntry labels; upstream_seconds is a jsonPayload field.
+  AUDIT_FILTER="resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"$FUNCTION\" AND labels.event=\"token\""
+  write_metric() {  # name, filter suffix, the rest of the LogMetric
+    printf 'name: %s\ndescription: Token service audit lines (%s)\nfilter: %s\n%s\n' \
+      "$1" "$1" "'$AUDIT_FILTER$2'" "$3" >"$DEPLOY_DIR/metric-$1.yaml"
+  }
+  write_metric token_service_tokens_issued ' AND labels.outcome="issued"' \
+    'metricDescriptor: {metricKind: DELTA, valueType: INT64, unit: "1"}'
+  write_metric token_service_refusals ' AND labels.outcome="refused"' \
+    'labelExtractors: {reason: EXTRACT(labels.reason)}
+metricDescriptor: {metricKind: DELTA, valueType: INT64, unit: "1", labels: [{key: reason, valueType: STRING}]}'
+  write_metric token_service_upstream_latency ' AND jsonPayload.upstream_seconds>0' \
+    'valueExtractor: EXTRACT(jsonPayload.upstream_seconds)
+bucketOptions: {exponentialBuckets: {numFiniteBuckets: 32, growthFactor: 1.4, scale: 0.005}}
+metricDescriptor: {metricKind: DELTA, valueType: DISTRIBUTION, unit: s}'
+  for metric in token_service_tokens_issued token_service_refusals token_service_upstream_latency; do
+    if ! exists "${G[@]}" logging metrics describe "$metric"; then
+      run "${G[@]}" logging metrics create "$metric" --config-from-file="$DEPLOY_DIR/metric-$metric.yaml"
+    fi
+  done
+  ALERT_FILE=$DEPLOY_DIR/alert-refusals.yaml
+  cat >"$ALERT_FILE" <<EOF
+displayName: "$FUNCTION refusal rate"
+combiner: OR
+conditions:
+- displayName: "more than $ALERT_THRESHOLD refusals per minute for 5 minutes"
+  conditionThreshold:
+    filter: 'metric.type="logging.googleapis.com/user/token_service_refusals" AND resource.type="cloud_run_revision"'
+    aggregations: [{alignmentPeriod: 60s, perSeriesAligner: ALIGN_RATE, crossSeriesReducer: REDUCE_SUM}]
+    comparison: COMPARISON_GT
+    thresholdValue: $(awk "BEGIN {print $ALERT_THRESHOLD / 60}")
+    duration: 300s
+documentation:
+  content: "Refusals by reason: the README's Troubleshooting table; in Logs Explorer: labels.outcome=\"refused\""
+EOF
+  if [[ -n $NOTIFICATION_CHANNEL ]]; then
+    printf 'notificationChannels: ["%s"]\n' "$NOTIFICATION_CHANNEL" >>"$ALERT_FILE"
+  fi
+  EXISTING_ALERT=$(lookup "${G[@]}" alpha monitoring policies list \
+    --filter="displayName=\"$FUNCTION refusal rate\"" --format='value(name)')
+  if [[ -z $EXISTING_ALERT ]]; then
+    run "${G[@]}" alpha monitoring policies create --policy-from-file="$ALERT_FILE"
+  fi
+fi
+
+say "7. What is left for you"
 ADDRESS=$(value IP_ADDRESS "${G[@]}" compute addresses describe "$IP_NAME" --global --format='value(address)')
 cat <<EOF
 

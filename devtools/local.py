@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -141,6 +142,19 @@ def start_gateway(pki_dir: Path, port: int, backend: str, env: Mapping[str, str]
     return gateway.serve("127.0.0.1", port, config)
 
 
+def _tee(stream, path: Path) -> None:
+    """Copy the function's stdout to the console and to ``path`` (for `make logs`)."""
+    def copy() -> None:
+        with path.open("ab") as log:
+            for line in iter(stream.readline, b""):
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+                log.write(line)
+                log.flush()
+
+    threading.Thread(target=copy, name="audit-tee", daemon=True).start()
+
+
 def main() -> int:
     local_dir = ROOT / ".local"
     paths = ensure_dev_pki(local_dir)
@@ -151,7 +165,8 @@ def main() -> int:
                 if value and name.startswith(SETTING_PREFIXES)}
     env = local_environment(local_dir, gateway_port, emulator_port, settings)
     start_emulator(paths["ca"].parent, gateway_port, emulator_port)
-    function = start_function(env, function_port)
+    function = start_function(env, function_port, stdout=subprocess.PIPE)
+    _tee(function.process.stdout, local_dir / "audit.log")
     start_gateway(paths["ca"].parent, gateway_port, function.url, env)
     relative = {name: path.relative_to(ROOT) for name, path in paths.items()}
     print(
@@ -169,7 +184,8 @@ Add -d scope=https://www.googleapis.com/auth/cloud-platform for an (emulated) ST
   -d service_account={WORKLOAD_SERVICE_ACCOUNT} to impersonate.
 Discovery:  curl --cacert {relative['ca']} https://127.0.0.1:{gateway_port}/.well-known/openid-configuration
 More client certificates:  .venv/bin/python -m devtools.pki client NAME --dns host.example --spiffe spiffe://td/x
-Audit lines are printed below. Ctrl-C stops both.
+Audit lines are printed below and kept in .local/audit.log (make logs ARGS="--reason no_client_certificate").
+Ctrl-C stops everything.
 """,
         flush=True,
     )

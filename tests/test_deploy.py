@@ -80,6 +80,18 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     assert 'WORKERS: "2"' in env and 'THREADS: "8"' in env  # what `make bench` measures
     assert 'TOKEN_SIGNER: "iam"' in env
     assert "IN  A" in output and "create-cred-config" in output
+    assert "logging metrics" not in output  # monitoring only when asked for
+
+
+def test_monitoring_option_creates_metrics_and_an_alert(tmp_path, ca_pem):
+    output = dry_run(tmp_path, ca_pem, "--with-monitoring").stdout
+    for metric in ("token_service_tokens_issued", "token_service_refusals", "token_service_upstream_latency"):
+        assert f"logging metrics create {metric} --config-from-file=" in output
+    assert "alpha monitoring policies create --policy-from-file=" in output
+    refusals = (tmp_path / "deploy" / "metric-token_service_refusals.yaml").read_text()
+    assert "EXTRACT(labels.reason)" in refusals and 'labels.outcome="refused"' in refusals
+    latency = (tmp_path / "deploy" / "metric-token_service_upstream_latency.yaml").read_text()
+    assert "EXTRACT(jsonPayload.upstream_seconds)" in latency
 
 
 def test_dry_run_runs_no_gcloud_command(tmp_path, ca_pem):
@@ -94,7 +106,8 @@ def test_dry_run_runs_no_gcloud_command(tmp_path, ca_pem):
 
 
 def test_every_command_gets_past_gclouds_argument_parsing(tmp_path, ca_pem):
-    output = dry_run(tmp_path, ca_pem, "--min-instances", "1").stdout
+    output = dry_run(tmp_path, ca_pem, "--min-instances", "1", "--with-monitoring",
+                     "--notification-channel", "projects/my-project/notificationChannels/123").stdout
     destroy = deploy(tmp_path, "--destroy", "--dry-run", "--yes", "--project", "my-project", "--fqdn", "t.example.com")
     assert destroy.returncode == 0, destroy.stderr
     planned = commands(output) + commands(destroy.stdout)

@@ -14,7 +14,7 @@ from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
 from token_service.audit import parse_trace
 from token_service.dispatch import HttpRequest, dispatch
-from token_service.errors import OAuthError
+from token_service.errors import OAuthError, Reason
 from token_service.exchange import parse_exchange_request
 from token_service.token_request import parse_token_request
 
@@ -125,3 +125,5 @@ def test_fuzz_10000_requests_no_5xx_no_unearned_token(service, audit, generated)
             assert json.loads(lines[0])["logging.googleapis.com/labels"]["outcome"] == "issued"
         else:
             assert "id_token" not in document and "access_token" not in document
+            labels = json.loads(lines[0])["logging.googleapis.com/labels"]
+            assert labels["reason"] in {reason.value for reason in Reason}

@@ -57,10 +57,10 @@ class Authenticator:
         candidates = [flow for flow in sorted(self._flows) if FLOW_METADATA[flow][0] == grant_type]
         if not candidates:
             known = {grant for grant, _ in FLOW_METADATA.values()}
-            reason = Reason.FLOW_DISABLED if grant_type in known else Reason.UNSUPPORTED_GRANT_TYPE
             enabled = ", ".join(sorted({FLOW_METADATA[flow][0] for flow in self._flows}))
             raise unsupported_grant_type(
-                f"The grant type {grant_type[:64]!r} is not enabled here; enabled: {enabled}", reason
+                f"The grant type {grant_type[:64]!r} is not enabled here; enabled: {enabled}",
+                Reason.FLOW_DISABLED if grant_type in known else Reason.UNSUPPORTED_GRANT_TYPE,
             )
         if grant_type != "client_credentials":
             return candidates[0]
@@ -97,6 +97,7 @@ class Authenticator:
         facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=verified.issuer.name, subject=verified.subject,
                             audiences=verified.audiences, claims=verified.claims)
         labels = {"client_id": verified.client_id, "assertion_issuer": verified.issuer.name,
+                  "assertion_iss": verified.issuer.issuer[:200],
                   "assertion_sub": verified.subject[:256], "assertion_jti": str(verified.claims.get("jti", ""))[:128]}
         return AuthenticatedClient(verified.client_id, JWT_BEARER_FLOW, facts,
                                    assertion_proof(verified.issuer.name, verified.claims),

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
@@ -86,9 +86,17 @@ class AssertionVerifier:
         if len(assertion) > MAX_ASSERTION_BYTES:
             raise invalid_grant(f"The assertion exceeds {MAX_ASSERTION_BYTES} bytes", Reason.INVALID_ASSERTION)
         header, unverified = _peek(assertion)
-        issuer = self._by_issuer.get(str(unverified.get("iss", "")))
+        claimed = str(unverified.get("iss", ""))
+        try:
+            return self._verify(assertion, header, claimed)
+        except OAuthError as error:
+            # The claimed issuer (unverified, bounded) tells operators whose tokens are failing.
+            raise replace(error, audit_labels=(*error.audit_labels, ("assertion_iss", claimed[:200]))) from None
+
+    def _verify(self, assertion: str, header: dict[str, Any], claimed_issuer: str) -> VerifiedAssertion:
+        issuer = self._by_issuer.get(claimed_issuer)
         if issuer is None:
-            raise invalid_grant(f"The assertion's issuer {str(unverified.get('iss'))[:100]!r} is not trusted by "
+            raise invalid_grant(f"The assertion's issuer {claimed_issuer[:100]!r} is not trusted by "
                                 "this token service's policy", Reason.UNTRUSTED_ISSUER)
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:

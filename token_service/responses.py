@@ -51,11 +51,13 @@ def success_body(tokens: IssuedTokens, response_format: str) -> dict[str, Any]:
 
 
 def error_body(error: OAuthError, response_format: str) -> dict[str, Any]:
+    # The reason is the audit line's label too: a client can quote it, operators query by it.
+    description = f"{error.description} (reason: {error.reason.value})"
     if response_format == EXTERNAL_CREDENTIAL_FORMAT:
         return {
             "version": EXECUTABLE_RESPONSE_VERSION,
             "success": False,
             "code": error.error,
-            "message": error.description,
+            "message": description,
         }
-    return {"error": error.error, "error_description": error.description}
+    return {"error": error.error, "error_description": description}

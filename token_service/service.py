@@ -115,7 +115,11 @@ class TokenService:
             issued = self._issue(client, grant, now, labels)
             message = f"Issued ID token for client '{client.client_id}'"
             if wanted.wanted:
-                issued = self._exchange_for(wanted, issued, labels)
+                exchange_started = time.monotonic()
+                try:
+                    issued = self._exchange_for(wanted, issued, labels)
+                finally:  # the log-based metric of upstream latency reads this
+                    fields["upstream_seconds"] = round(time.monotonic() - exchange_started, 6)
                 message += f" and {issued.exchanged.summary}"
             result = TokenResult(200, success_body(issued, response_format))
         except OAuthError as refusal:
@@ -222,7 +226,8 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
         from token_service.jwt_bearer import AssertionVerifier
 
         audiences = (settings.issuer, f"{settings.issuer}/token")
-        assertions = AssertionVerifier(policy, audiences, JwksCache(UpstreamClient()))
+        fetcher = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds))
+        assertions = AssertionVerifier(policy, audiences, JwksCache(fetcher))
     secrets = SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None
     authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions, secrets)
     return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)

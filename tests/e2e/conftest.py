@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,8 +12,21 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.local import free_port, local_environment, start_emulator, start_function, start_gateway
+from devtools.local import (
+    WORKLOAD_SERVICE_ACCOUNT,
+    free_port,
+    local_environment,
+    start_emulator,
+    start_function,
+    start_gateway,
+)
+from devtools.oidc_issuer import LocalIssuer
 from devtools.pki import ensure_dev_pki, mint_client
+from token_service.client_secret import hash_secret
+
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SCANNER_SECRET = "scanner-secret-0123456789abcdef"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 @dataclass
@@ -135,5 +149,54 @@ def iam_stack(tmp_path_factory):
         tmp_path_factory, "iam",
         {"TOKEN_SIGNER": "iam", "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"},
     )
+    yield stack
+    stop(function, servers, log)
+
+
+@pytest.fixture(scope="session")
+def issuer():
+    issuer = LocalIssuer().start()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.fixture(scope="session")
+def policy_stack(tmp_path_factory, issuer):
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text(textwrap.dedent(f"""\
+        issuers:
+          - name: prod-cluster
+            issuer: {issuer.url}
+          - name: unreachable
+            issuer: http://127.0.0.1:9
+        rules:
+          - name: demo-workloads
+            certificate:
+              spiffe_id: spiffe://local.test/*
+            allow:
+              scopes: [{SCOPE}]
+              claims: {{team: demo}}
+          - name: payments
+            assertion:
+              issuer: prod-cluster
+              subject: system:serviceaccount:payments:*
+              claims:
+                kubernetes.io/namespace: payments
+            allow:
+              service_accounts: [{WORKLOAD_SERVICE_ACCOUNT}]
+              scopes: [{SCOPE}]
+          - name: scanner
+            client_secret:
+              client_id: legacy-scanner
+              secret_hashes: ["{hash_secret(SCANNER_SECRET)}"]
+          - name: unreachable-cluster
+            assertion:
+              issuer: unreachable
+              subject: "*"
+        """))
+    stack, function, servers, log = launch(tmp_path_factory, "policy", {
+        "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret",
+        "UPSTREAM_RETRY_BUDGET": "1.5", "UPSTREAM_TIMEOUT": "0.5"})
+    stack.audience = stack.url  # the assertion's aud names the broker
     yield stack
     stop(function, servers, log)

@@ -4,61 +4,14 @@ through the gateway and the real functions-framework, with Google emulated."""
 from __future__ import annotations
 
 import base64
-import textwrap
 
 import jwt
 import pytest
 
 from devtools.local import WORKLOAD_SERVICE_ACCOUNT
 from devtools.oidc_issuer import LocalIssuer
-from tests.e2e.conftest import launch, stop
-from token_service.client_secret import hash_secret
-
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-SECRET = "scanner-secret-0123456789abcdef"
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    issuer = LocalIssuer().start()
-    yield issuer
-    issuer.stop()
-
-
-@pytest.fixture(scope="module")
-def policy_stack(tmp_path_factory, issuer):
-    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
-    policy.write_text(textwrap.dedent(f"""\
-        issuers:
-          - name: prod-cluster
-            issuer: {issuer.url}
-        rules:
-          - name: demo-workloads
-            certificate:
-              spiffe_id: spiffe://local.test/*
-            allow:
-              scopes: [{SCOPE}]
-              claims: {{team: demo}}
-          - name: payments
-            assertion:
-              issuer: prod-cluster
-              subject: system:serviceaccount:payments:*
-              claims:
-                kubernetes.io/namespace: payments
-            allow:
-              service_accounts: [{WORKLOAD_SERVICE_ACCOUNT}]
-              scopes: [{SCOPE}]
-          - name: scanner
-            client_secret:
-              client_id: legacy-scanner
-              secret_hashes: ["{hash_secret(SECRET)}"]
-        """))
-    stack, function, servers, log = launch(tmp_path_factory, "policy", {
-        "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret"})
-    stack.audience = stack.url  # the assertion's aud names the broker
-    yield stack
-    stop(function, servers, log)
+from tests.e2e.conftest import JWT_BEARER, SCOPE
+from tests.e2e.conftest import SCANNER_SECRET as SECRET
 
 
 def claims_of(response) -> dict:
