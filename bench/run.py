@@ -284,7 +284,8 @@ def report(results: dict) -> None:
     rows.append(("STS + impersonation at c=8, 2 x 20 ms upstream (p50 / p99 ms)",
                  f"{production['requests_per_second']:.0f}/s  "
                  f"({production['p50_ms']:.1f} / {production['p99_ms']:.1f})",
-                 f"p50 - upstream = {production['p50_over_upstream_ms']:.1f} ms (target <= 5)"))
+                 f"p50 - upstream = {production['p50_over_upstream_ms']:.1f} ms (target <= 5); "
+                 f"non-200: {production['errors']}"))
     rows.append(("new upstream connections per request after warm-up",
                  f"{production['new_upstream_connections_per_request']:.3f}", "target 0"))
     cold = results["cold_start_seconds"]
