@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names
-from token_service.mtls import fingerprint_text, serial_text
+from token_service.mtls import certificate_facts
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -70,20 +69,19 @@ def certificate_headers(
         values.update(present="false", chain_verified="false", error="client_cert_not_provided")
         return {names[attribute]: value for attribute, value in values.items()}
     verified = not verify_errors
+    facts = certificate_facts(leaf)
     values.update(
         present="true",
         chain_verified="true" if verified else "false",
         error="" if verified else _error_code(verify_errors),
-        sha256_fingerprint=fingerprint_text(leaf.public_bytes(Encoding.DER)),
-        serial_number=serial_text(leaf.serial_number),
+        sha256_fingerprint=facts.sha256_fingerprint,
+        serial_number=facts.serial_number,
+        spiffe_id=facts.spiffe_id,
+        dnsname_sans=encode_sans(list(facts.dns_sans), san_shape),
+        uri_sans=encode_sans(list(facts.uri_sans), san_shape),
         valid_not_before=leaf.not_valid_before_utc.isoformat(),
         valid_not_after=leaf.not_valid_after_utc.isoformat(),
     )
-    dns, uris = _sans(leaf)
-    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
-    values["spiffe_id"] = spiffe[0] if len(spiffe) == 1 else ""
-    values["dnsname_sans"] = encode_sans(dns, san_shape)
-    values["uri_sans"] = encode_sans([uri for uri in uris if not uri.startswith("spiffe://")], san_shape)
     return {names[attribute]: value for attribute, value in values.items()}
 
 
@@ -100,17 +98,6 @@ def _error_code(errors: list[int]) -> str:
     if X509_V_ERR_INVALID_PURPOSE in errors:
         return "client_cert_chain_invalid_eku"
     return "client_cert_validation_failed"
-
-
-def _sans(leaf: x509.Certificate) -> tuple[list[str], list[str]]:
-    try:
-        extension = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return [], []
-    return (
-        extension.get_values_for_type(x509.DNSName),
-        extension.get_values_for_type(x509.UniformResourceIdentifier),
-    )
 
 
 class _TlsStream(io.RawIOBase):

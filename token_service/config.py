@@ -32,7 +32,9 @@ GOOGLE_ENDPOINT_DEFAULTS = {
     "SERVICE_ACCOUNT_KEYS_ENDPOINT": "https://www.googleapis.com",
 }
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-_SERVICE_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com$")
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+SERVICE_ACCOUNT_EMAIL = r"[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com"
+_SERVICE_ACCOUNT = re.compile(f"^{SERVICE_ACCOUNT_EMAIL}$")
 
 # Header-name settings: (variable, default). Defaults are exactly the names of
 # the backend-service command in the deployment guide (seed 001).

@@ -19,18 +19,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from token_service.config import WorkloadIdentityProvider
+from token_service.config import CLOUD_PLATFORM_SCOPE, SERVICE_ACCOUNT_EMAIL, WorkloadIdentityProvider
 from token_service.errors import OAuthError, Reason, access_denied, invalid_request, temporarily_unavailable
 from token_service.iam_credentials import IamCredentialsClient, IamRefused
-from token_service.sts import StsClient, StsRefused
+from token_service.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient, StsRefused
 from token_service.upstream import UpstreamUnavailable
 
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 MAX_SCOPES = 20
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")  # RFC 6749 scope-token
-_SERVICE_ACCOUNT = re.compile(r"^([a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com|\d{21})$")
+_SERVICE_ACCOUNT = re.compile(rf"^({SERVICE_ACCOUNT_EMAIL}|\d{{21}})$")  # an email or a unique id
 _AUDIENCE = re.compile(r"^[\x21-\x7e]{1,1024}$")
 
 

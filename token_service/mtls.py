@@ -100,6 +100,12 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
 
 def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
     """What the load balancer would report for a verified ``certificate`` (for simulations and tools)."""
+    return _with_client_id(certificate_facts(certificate), names)
+
+
+def certificate_facts(certificate: x509.Certificate) -> ClientCertificate:
+    """The certificate as the load balancer describes it (no client id yet): fingerprint, serial,
+    the SPIFFE ID (a single spiffe:// URI SAN) kept apart from the other URI SANs, validity."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -109,7 +115,7 @@ def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> C
     except x509.ExtensionNotFound:
         dns, uris = [], []
     spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
-    facts = ClientCertificate(
+    return ClientCertificate(
         client_id="",
         sha256_fingerprint=fingerprint_text(certificate.public_bytes(serialization.Encoding.DER)),
         serial_number=serial_text(certificate.serial_number),
@@ -119,7 +125,6 @@ def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> C
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
     )
-    return _with_client_id(facts, names)
 
 
 def fingerprint_text(der: bytes) -> str:

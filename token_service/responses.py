@@ -12,11 +12,11 @@ from typing import Any
 
 from token_service.errors import OAuthError
 from token_service.exchange import ExchangedToken
+from token_service.sts import ID_TOKEN_TYPE
 
 OAUTH_FORMAT = "oauth"
 EXTERNAL_CREDENTIAL_FORMAT = "external_credential"
 RESPONSE_FORMATS = (OAUTH_FORMAT, EXTERNAL_CREDENTIAL_FORMAT)
-ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 EXECUTABLE_RESPONSE_VERSION = 1
 
 

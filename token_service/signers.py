@@ -21,11 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service import metadata
 from token_service.background import BackgroundLoader
-from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
+from token_service.config import CLOUD_PLATFORM_SCOPE, ConfigurationError, GoogleSettings, SignerSettings
 from token_service.upstream import UpstreamUnavailable
 
 MIN_RSA_KEY_BITS = 2048
-CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 class SigningError(Exception):
