@@ -22,9 +22,6 @@ import sys
 from typing import Any
 
 from token_service.config import (
-    CLIENT_SECRET_FLOW,
-    JWT_BEARER_FLOW,
-    XLB_MTLS_FLOW,
     ConfigurationError,
     mtls_header_names,
 )
@@ -75,23 +72,24 @@ def simulate_decision(args: argparse.Namespace) -> dict[str, Any]:
                                          "audience": args.audience})
     except OAuthError as error:
         return {"decision": "invalid_request", "description": error.description}
-    facts, client_id, proof, valid_until = _client(args, policy)
-    result: dict[str, Any] = {"flow": facts.flow, "client_id": client_id}
+    client = _client(args, policy)
+    result: dict[str, Any] = {"flow": client.flow, "client_id": client.client_id}
     try:
-        grant = policy.decide(facts, wanted.scopes, wanted.service_account, wanted.audience)
+        grant = policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
     except OAuthError as error:
         labels = dict(error.audit_labels)
         return {**result, "decision": "deny", "error": error.error, "description": error.description,
                 "rule": labels.get("policy_rule", "")}
     lifetime = min(args.token_validity, grant.max_token_lifetime or args.token_validity)
     return {**result, "decision": "allow", "rule": grant.rule, "token_lifetime_seconds": lifetime,
-            "proof_valid_until": valid_until,
-            "claims": {**grant.extra_claims, "sub": client_id, "client_id": client_id, "amr": [facts.flow], **proof}}
+            "proof_valid_until": client.valid_until,
+            "claims": {**grant.extra_claims, "sub": client.client_id, "client_id": client.client_id,
+                       "amr": [client.flow], **client.proof_claims}}
 
 
-def _client(args: argparse.Namespace, policy: Any) -> tuple[Any, str, dict[str, Any], int | None]:
-    from token_service.claims import assertion_proof, certificate_proof
-    from token_service.policy import ClientFacts
+def _client(args: argparse.Namespace, policy: Any) -> Any:
+    """The AuthenticatedClient the request would yield (an assertion's signature is not checked)."""
+    from token_service import authentication
 
     if args.cert:
         from cryptography import x509
@@ -101,10 +99,7 @@ def _client(args: argparse.Namespace, policy: Any) -> tuple[Any, str, dict[str, 
         with open(args.cert, "rb") as pem:
             certificate = mtls.from_certificate(x509.load_pem_x509_certificate(pem.read()),
                                                 mtls_header_names(os.environ))
-        facts = ClientFacts(flow=XLB_MTLS_FLOW, spiffe_id=certificate.spiffe_id, dns_sans=certificate.dns_sans,
-                            uri_sans=certificate.uri_sans, sha256=certificate.sha256_fingerprint)
-        not_after = int(certificate.not_after.timestamp()) if certificate.not_after else None
-        return facts, certificate.client_id, certificate_proof(certificate), not_after
+        return authentication.certificate_client(certificate)
     if args.assertion:
         token = args.assertion
         if token.startswith("@"):
@@ -114,14 +109,11 @@ def _client(args: argparse.Namespace, policy: Any) -> tuple[Any, str, dict[str, 
         issuer = next((item for item in policy.issuers.values() if item.issuer == claims.get("iss")), None)
         if issuer is None:
             raise ConfigurationError([f"no issuer in the policy has iss {claims.get('iss')!r}"])
-        audience = claims.get("aud")
-        facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=issuer.name, subject=str(claims.get("sub", "")),
-                            audiences=(audience,) if isinstance(audience, str) else tuple(audience or ()),
-                            claims=claims)
-        client_id = f"jwt:{issuer.name}:{claims.get('sub', '')}"
-        return facts, client_id, assertion_proof(issuer.name, claims), claims.get("exp")
-    facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=args.client_id)
-    return facts, f"secret:{args.client_id}", {}, None
+        from token_service.jwt_bearer import VerifiedAssertion
+
+        claims.setdefault("sub", "")  # simulate shows what an unverified token would be
+        return authentication.assertion_client(VerifiedAssertion(issuer, claims))
+    return authentication.secret_client(args.client_id, "simulated")
 
 
 def _hash_secret(generate: bool) -> int:

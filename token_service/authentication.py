@@ -23,7 +23,7 @@ from token_service.errors import OAuthError, Reason, invalid_client, invalid_req
 from token_service.policy import ClientFacts
 
 if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
-    from token_service.jwt_bearer import AssertionVerifier
+    from token_service.jwt_bearer import AssertionVerifier, VerifiedAssertion
 
 SECRET_CLIENT_PREFIX = "secret:"
 
@@ -36,6 +36,34 @@ class AuthenticatedClient:
     proof_claims: dict[str, Any]
     valid_until: int | None  # the proof's own expiry; no token outlives it
     labels: dict[str, str]
+
+
+def certificate_client(certificate: mtls.ClientCertificate) -> AuthenticatedClient:
+    """The client a (verified) certificate proves; also what `simulate` shows."""
+    facts = ClientFacts(flow=XLB_MTLS_FLOW, spiffe_id=certificate.spiffe_id, dns_sans=certificate.dns_sans,
+                        uri_sans=certificate.uri_sans, sha256=certificate.sha256_fingerprint)
+    not_after = int(certificate.not_after.timestamp()) if certificate.not_after else None
+    return AuthenticatedClient(certificate.client_id, XLB_MTLS_FLOW, facts, certificate_proof(certificate),
+                               not_after, {"client_id": certificate.client_id})
+
+
+def assertion_client(verified: VerifiedAssertion) -> AuthenticatedClient:
+    """The client a (verified) assertion proves; also what `simulate` shows."""
+    facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=verified.issuer.name, subject=verified.subject,
+                        audiences=verified.audiences, claims=verified.claims)
+    labels = {"client_id": verified.client_id, "assertion_issuer": verified.issuer.name,
+              "assertion_iss": verified.issuer.issuer[:200],
+              "assertion_sub": verified.subject[:256], "assertion_jti": str(verified.claims.get("jti", ""))[:128]}
+    return AuthenticatedClient(verified.client_id, JWT_BEARER_FLOW, facts,
+                               assertion_proof(verified.issuer.name, verified.claims),
+                               int(verified.claims["exp"]) if "exp" in verified.claims else None, labels)
+
+
+def secret_client(client_id: str, method: str) -> AuthenticatedClient:
+    subject = SECRET_CLIENT_PREFIX + client_id
+    facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=client_id)
+    return AuthenticatedClient(subject, CLIENT_SECRET_FLOW, facts, secret_proof(), None,
+                               {"client_id": subject, "auth_method": method})
 
 
 class Authenticator:
@@ -84,32 +112,15 @@ class Authenticator:
         return self._secret(headers, parameters)
 
     def _certificate(self, headers: Mapping[str, str], now: datetime) -> AuthenticatedClient:
-        certificate = mtls.authenticate(headers, self._names, now)
-        facts = ClientFacts(flow=XLB_MTLS_FLOW, spiffe_id=certificate.spiffe_id, dns_sans=certificate.dns_sans,
-                            uri_sans=certificate.uri_sans, sha256=certificate.sha256_fingerprint)
-        not_after = int(certificate.not_after.timestamp()) if certificate.not_after else None
-        return AuthenticatedClient(certificate.client_id, XLB_MTLS_FLOW, facts, certificate_proof(certificate),
-                                   not_after, {"client_id": certificate.client_id})
+        return certificate_client(mtls.authenticate(headers, self._names, now))
 
     def _assertion(self, parameters: Mapping[str, str]) -> AuthenticatedClient:
         assert self._assertions is not None
-        verified = self._assertions.verify(parameters.get("assertion", ""))
-        facts = ClientFacts(flow=JWT_BEARER_FLOW, issuer_name=verified.issuer.name, subject=verified.subject,
-                            audiences=verified.audiences, claims=verified.claims)
-        labels = {"client_id": verified.client_id, "assertion_issuer": verified.issuer.name,
-                  "assertion_iss": verified.issuer.issuer[:200],
-                  "assertion_sub": verified.subject[:256], "assertion_jti": str(verified.claims.get("jti", ""))[:128]}
-        return AuthenticatedClient(verified.client_id, JWT_BEARER_FLOW, facts,
-                                   assertion_proof(verified.issuer.name, verified.claims),
-                                   int(verified.claims["exp"]), labels)
+        return assertion_client(self._assertions.verify(parameters.get("assertion", "")))
 
     def _secret(self, headers: Mapping[str, str], parameters: Mapping[str, str]) -> AuthenticatedClient:
         assert self._secrets is not None
         credentials = presented_credentials(headers, parameters)
         if credentials is None:  # flow_for only picks this flow when a secret was presented
             raise OAuthError(401, "invalid_client", "A client secret is required", Reason.INVALID_CLIENT_SECRET)
-        client = self._secrets.authenticate(credentials)
-        client_id = SECRET_CLIENT_PREFIX + client
-        facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=client)
-        return AuthenticatedClient(client_id, CLIENT_SECRET_FLOW, facts, secret_proof(), None,
-                                   {"client_id": client_id, "auth_method": credentials.method})
+        return secret_client(self._secrets.authenticate(credentials), credentials.method)
