@@ -27,7 +27,7 @@ Options:
   --client-id-header NAME   MTLS_HEADER_CLIENT_ID (default X-Client-Cert-Hash)
   --runtime RUNTIME         Python runtime (default python313)
   --concurrency N           requests per instance (default 16)
-  --cpu N                   vCPUs per instance (default 2): one gunicorn worker per vCPU, THREADS = concurrency / workers
+  --cpu N                   vCPUs per instance (default 2): one worker per vCPU, THREADS = concurrency
   --min-instances N         (default 0)      --max-instances N   (default 20)
   --with-monitoring         also create log-based metrics (tokens issued, refusals by reason, upstream
                             latency) and an alerting policy on the refusal rate
@@ -255,9 +255,10 @@ if ! exists "${G[@]}" iam workload-identity-pools providers describe "$PROVIDER_
 fi
 
 say "3. The function (2nd gen), reachable only through the load balancer"
-# One worker process per vCPU (the GIL), threads sharing the instance's concurrency between them.
+# One worker process per vCPU (the GIL). The kernel does not balance connections between the
+# workers, so each worker's pool of threads for waiting requests can hold the whole concurrency.
 WORKERS=$((CPU > 0 ? CPU : 1))
-THREADS=$(((CONCURRENCY + WORKERS - 1) / WORKERS))
+THREADS=$CONCURRENCY
 ENV_FILE=$DEPLOY_DIR/env.yaml
 cat >"$ENV_FILE" <<EOF
 TOKEN_ISSUER: "https://$FQDN"

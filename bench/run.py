@@ -40,7 +40,7 @@ from devtools.local import (
 from devtools.pki import ensure_dev_pki
 
 # What deploy.sh sets for a 2-vCPU instance; the bench measures the same.
-PROCESS_SETTINGS = {"WORKERS": "2", "THREADS": "8"}
+PROCESS_SETTINGS = {"WORKERS": "2", "THREADS": "16"}
 UPSTREAM_LATENCY = 0.020  # seconds added to every emulated Google call
 CONCURRENCIES = (1, 8, 32)
 HELLO = "def hello(request):\n    return 'ok'\n"

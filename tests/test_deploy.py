@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import PROCESS_SETTINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = str(ROOT / "deploy.sh")
 PARSE_ERRORS = ("unrecognized arguments", "Invalid choice", "argument --", "expected one argument",
@@ -77,7 +79,8 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     assert "clientValidationMode: ALLOW_INVALID_OR_MISSING_CLIENT_CERT" in policy
     env = (tmp_path / "deploy" / "env.yaml").read_text()
     assert 'TOKEN_ISSUER: "https://token.example.com"' in env
-    assert 'WORKERS: "2"' in env and 'THREADS: "8"' in env  # what `make bench` measures
+    for name, value in PROCESS_SETTINGS.items():  # what `make bench` measures
+        assert f'{name}: "{value}"' in env
     assert 'TOKEN_SIGNER: "iam"' in env
     assert "IN  A" in output and "create-cred-config" in output
     assert "logging metrics" not in output  # monitoring only when asked for

@@ -1,7 +1,13 @@
 import pytest
 
 from token_service.errors import OAuthError, Reason
-from token_service.token_request import MAX_BODY_BYTES, parse_token_request
+from token_service.token_request import (
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    check_headers,
+    parse_token_request,
+)
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -45,3 +51,13 @@ def test_oversized_body_is_413():
     with pytest.raises(OAuthError) as raised:
         parse_token_request(b"a=" + b"x" * MAX_BODY_BYTES, FORM)
     assert raised.value.status == 413 and raised.value.reason is Reason.BODY_TOO_LARGE
+
+
+def test_header_sets_beyond_the_limits_are_431():
+    check_headers({f"x-{index}": "v" for index in range(MAX_HEADERS)})
+    check_headers({"x-client-cert-chain": "A" * (MAX_HEADER_BYTES - 100)})  # a long chain still fits
+    for headers in ({f"x-{index}": "v" for index in range(MAX_HEADERS + 1)},
+                    {"x-client-cert-chain": "A" * MAX_HEADER_BYTES}):
+        with pytest.raises(OAuthError) as refused:
+            check_headers(headers)
+        assert refused.value.status == 431 and refused.value.reason is Reason.HEADERS_TOO_LARGE

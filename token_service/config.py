@@ -161,6 +161,7 @@ class Settings:
     audit_log_handler: str
     project_id: str | None
     policy_file: str | None
+    threads: int  # per worker: the threads that run requests which may wait (see main.py)
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -172,7 +173,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     validity = _token_validity(reader)
     headers = _mtls_headers(reader)
     signer = _signer(reader)
-    google = _google(reader)
+    threads = _threads(reader)
+    google = _google(reader, threads)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
     policy_file = reader.get("POLICY_FILE")
@@ -193,6 +195,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         audit_log_handler=audit,
         project_id=project_id,
         policy_file=policy_file,
+        threads=threads,
     )
 
 
@@ -350,7 +353,7 @@ def _signer(reader: _Reader) -> SignerSettings:
     return SignerSettings(kind=kind, algorithm=algorithm, key_file=key_file, service_account=service_account)
 
 
-def _google(reader: _Reader) -> GoogleSettings:
+def _google(reader: _Reader, threads: int) -> GoogleSettings:
     endpoints = {}
     for variable, default in GOOGLE_ENDPOINT_DEFAULTS.items():
         value = (reader.get(variable) or default).rstrip("/")
@@ -366,10 +369,9 @@ def _google(reader: _Reader) -> GoogleSettings:
         lifetime = "0"
     timeout = _seconds(reader, "UPSTREAM_TIMEOUT", "10")
     budget = _seconds(reader, "UPSTREAM_RETRY_BUDGET", "20")
-    # functions-framework runs THREADS threads per worker (default 4 per CPU). Half of them at
-    # most may wait on Google, so a hung upstream never starves discovery or ID-token requests.
-    threads = reader.get("THREADS") or str(4 * (os.cpu_count() or 1))
-    exchanges = reader.get("UPSTREAM_MAX_CONCURRENCY") or str(max(1, int(threads) // 2 if threads.isdigit() else 1))
+    # Three quarters of the threads at most may wait on Google's STS and impersonation, so a hung
+    # upstream leaves the others to requests that wait on something else (an issuer's keys).
+    exchanges = reader.get("UPSTREAM_MAX_CONCURRENCY") or str(max(1, threads - threads // 4))
     if not exchanges.isdigit() or not 1 <= int(exchanges) <= 1000:
         reader.fail(f"UPSTREAM_MAX_CONCURRENCY={exchanges!r} must be a whole number from 1 to 1000")
         exchanges = "1"
@@ -382,6 +384,15 @@ def _google(reader: _Reader) -> GoogleSettings:
         retry_budget_seconds=budget,
         max_concurrent_exchanges=int(exchanges),
     )
+
+
+def _threads(reader: _Reader) -> int:
+    # The same variable and default as functions-framework's gunicorn mode (4 per CPU).
+    value = reader.get("THREADS") or str(4 * (os.cpu_count() or 1))
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        reader.fail(f"THREADS={value!r} must be a whole number from 1 to 1000")
+        return 1
+    return int(value)
 
 
 def _seconds(reader: _Reader, name: str, default: str) -> float:

@@ -67,6 +67,14 @@ def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
     return HttpResponse(200, (("Content-Type", JSON), PUBLIC_CACHE), b"" if method == "HEAD" else document)
 
 
+def may_wait(service: TokenService, request: HttpRequest) -> bool:
+    """Whether answering may wait on the network or on slow hashing (the edge gives such
+    requests a thread); everything else answers from memory."""
+    if request.path != "/token" or request.method.upper() != "POST":
+        return False
+    return service.may_wait(request.body, request.headers.get("content-type"), request.headers)
+
+
 def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None:
     if path == "/token":
         return ("POST",)

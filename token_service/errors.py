@@ -16,6 +16,7 @@ class Reason(enum.StrEnum):
 
     MALFORMED_REQUEST = "malformed_request"
     BODY_TOO_LARGE = "body_too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
     FLOW_DISABLED = "flow_disabled"
     MTLS_HEADERS_MISSING = "mtls_headers_missing"
@@ -59,7 +60,7 @@ class OAuthError(Exception):
 
 
 def invalid_request(description: str, reason: Reason = Reason.MALFORMED_REQUEST) -> OAuthError:
-    status = 413 if reason is Reason.BODY_TOO_LARGE else 400
+    status = {Reason.BODY_TOO_LARGE: 413, Reason.HEADERS_TOO_LARGE: 431}.get(reason, 400)
     return OAuthError(status, "invalid_request", description, reason)
 
 

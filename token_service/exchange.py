@@ -29,6 +29,7 @@ MAX_SCOPES = 20
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")  # RFC 6749 scope-token
 _SERVICE_ACCOUNT = re.compile(rf"^({SERVICE_ACCOUNT_EMAIL}|\d{{21}})$")  # an email or a unique id
 _AUDIENCE = re.compile(r"^[\x21-\x7e]{1,1024}$")
+SLOT_WAIT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,10 @@ class GoogleExchange:
 
     def exchange(self, request: ExchangeRequest, id_token: str, client_id: str) -> ExchangedToken:
         """Run the requested exchange or raise ``OAuthError``."""
-        # A bulkhead: when Google is slow or hung, at most this many threads wait on it and the
-        # rest answer at once, so discovery, JWKS and ID-token requests keep being served.
-        if not self._slots.acquire(blocking=False):
+        # A bulkhead: when Google is slow or hung, at most this many threads wait on it, and a
+        # request that finds no slot within SLOT_WAIT_SECONDS is refused, so the other threads
+        # stay free. A healthy exchange frees its slot well within that wait.
+        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
             raise temporarily_unavailable("Too many requests are waiting on Google; retry after 2 s", 2)
         try:
             return self._exchange(request, id_token, client_id)

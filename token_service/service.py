@@ -27,7 +27,7 @@ from token_service.audit import (
 from token_service.authentication import AuthenticatedClient, Authenticator
 from token_service.claims import id_token_claims
 from token_service.client_secret import SecretAuthenticator
-from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
+from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, Settings, load_settings
 from token_service.discovery import discovery_document
 from token_service.errors import OAuthError, Reason, invalid_request, server_error
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
@@ -42,7 +42,7 @@ from token_service.responses import (
 )
 from token_service.signers import Signer, SigningError, load_signer
 from token_service.sts import StsClient
-from token_service.token_request import parse_token_request
+from token_service.token_request import check_headers, parse_token_request
 from token_service.upstream import RetryPolicy, UpstreamClient, UpstreamUnavailable
 
 _log = logging.getLogger(__name__)
@@ -102,6 +102,7 @@ class TokenService:
         error: OAuthError | None = None
         fields: dict[str, Any] = {}
         try:
+            check_headers(headers)
             request = parse_token_request(body, content_type)
             response_format = request.response_format
             labels.update(grant_type=request.grant_type[:64], format=response_format)
@@ -148,6 +149,20 @@ class TokenService:
             )
         )
         return result
+
+    def may_wait(self, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> bool:
+        """Whether ``token`` may wait on the network (Google, an issuer's keys) or on deliberately
+        slow hashing (client secrets). Only an ID token from a certificate, signed in this
+        process, or a refusal of a malformed request, answers from memory."""
+        if not self.signer.signs_in_process:
+            return True
+        try:
+            request = parse_token_request(body, content_type)
+            flow = self._authenticator.flow_for(request.grant_type, headers, request.parameters)
+            wanted = parse_exchange_request(request.parameters)
+        except OAuthError:
+            return False  # refused before anything would wait
+        return flow != XLB_MTLS_FLOW or wanted.wanted
 
     def _exchange_request(self, parameters: dict[str, str], response_format: str) -> ExchangeRequest:
         wanted = parse_exchange_request(parameters)

@@ -33,6 +33,7 @@ class SigningError(Exception):
 
 class Signer(Protocol):
     algorithm: str
+    signs_in_process: bool  # False: signing waits on the network
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return the compact JWS of ``claims``; raise ``SigningError`` on failure."""
@@ -49,6 +50,8 @@ class Signer(Protocol):
 
 class LocalKeySigner:
     """Signs with a private key held in this process."""
+
+    signs_in_process = True
 
     def __init__(self, private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str):
         _check_key(private_key, algorithm)
@@ -102,6 +105,7 @@ class IamSigner:
     """
 
     algorithm = "RS256"
+    signs_in_process = False
 
     def __init__(self, service_account: str, google: GoogleSettings):
         self.service_account = service_account

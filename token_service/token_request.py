@@ -6,6 +6,7 @@ strings, or an ``OAuthError`` naming what is wrong with the request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -15,6 +16,10 @@ from token_service.responses import EXTERNAL_CREDENTIAL_FORMAT, OAUTH_FORMAT, RE
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 16 * 1024
 MAX_PARAMETERS = 32
+# Room for every load-balancer header at its largest (leaf and chain up to 16 KB of DER each,
+# base64-encoded); gunicorn's former 8190 bytes per header cut long chains off.
+MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADERS = 100
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,16 @@ def parse_token_request(body: bytes, content_type: str | None) -> TokenRequest:
     requested response format, which is known only once the form is parsed)."""
     parameters = parse_form(body, content_type)
     return TokenRequest(parameters.get("grant_type", ""), response_format(parameters), parameters)
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse header sets no load balancer sends: too many, or too large in all."""
+    size = sum(len(name) + len(value) for name, value in headers.items())
+    if len(headers) > MAX_HEADERS or size > MAX_HEADER_BYTES:
+        raise invalid_request(
+            f"The request carries {len(headers)} headers of {size} bytes; the limits are {MAX_HEADERS} "
+            f"headers and {MAX_HEADER_BYTES} bytes", Reason.HEADERS_TOO_LARGE,
+        )
 
 
 def response_format(parameters: dict[str, str]) -> str:

@@ -42,6 +42,8 @@ def provoke(reason: Reason, stack, spiffe_stack, policy_stack, iam_stack, issuer
             return stack.post_token(data={"grant_type": "client_credentials", "format": "xml"})
         case Reason.BODY_TOO_LARGE:
             return stack.post_token(data={"grant_type": "client_credentials", "x": "a" * 20000})
+        case Reason.HEADERS_TOO_LARGE:
+            return direct(stack, with_headers(**{f"X-Filler-{index}": "x" for index in range(120)}))
         case Reason.UNSUPPORTED_GRANT_TYPE:
             return stack.post_token(data={"grant_type": "password"})
         case Reason.FLOW_DISABLED:
