@@ -238,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         hello.wait()
 
     print("Cold starts...", file=sys.stderr)
+    # What deploy.sh sets, and K_SERVICE as Cloud Functions sets it.
     production_env = {**env, "TOKEN_SIGNER": "iam", "SIGNING_SERVICE_ACCOUNT": RUNTIME_SERVICE_ACCOUNT,
-                      "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"}
+                      "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project",
+                      "K_SERVICE": "token-service"}
     production_env.pop("SIGNING_KEY_FILE", None)
     starts: dict[str, list[float]] = {"hello": [], "local": [], "production": []}
     for _ in range(args.cold_starts):

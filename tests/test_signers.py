@@ -78,7 +78,7 @@ def write(path, key, password=None):
 def test_unusable_key_files_are_configuration_errors(tmp_path, make_file):
     with pytest.raises(ConfigurationError) as raised:
         settings = SignerSettings(kind="local", algorithm="RS256", key_file=make_file(tmp_path), service_account=None)
-        load_signer(settings, None, {})
+        load_signer(settings, None, {}, None)
     assert "SIGNING_KEY_FILE" in str(raised.value)
 
 

@@ -1,8 +1,9 @@
-"""IAM Service Account Credentials API, called with a federated (STS) token.
+"""IAM Service Account Credentials API.
 
 ``generateAccessToken`` and ``generateIdToken`` act for whoever holds the
-bearer token, so each call carries the caller's STS token; the broker's own
-identity is never used here. Errors come in Google's envelope
+bearer token, so each call carries the client's federated (STS) token.
+``signJwt`` is the broker's own call (the IAM signer), with the function's own
+access token. Errors come in Google's envelope
 (``{"error": {"code", "message", "status"}}``).
 """
 
@@ -59,11 +60,17 @@ class IamCredentialsClient:
             raise _malformed()
         return answer["token"]
 
-    def _call(self, method: str, service_account: str, federated_token: str, payload: dict) -> dict:
+    def sign_jwt(self, service_account: str, access_token: str, claims_json: str) -> str:
+        answer = self._call("signJwt", service_account, access_token, {"payload": claims_json})
+        if not isinstance(answer.get("signedJwt"), str):
+            raise _malformed()
+        return answer["signedJwt"]
+
+    def _call(self, method: str, service_account: str, bearer_token: str, payload: dict) -> dict:
         url = f"{self._endpoint}/v1/projects/-/serviceAccounts/{quote(service_account, safe='')}:{method}"
         response = self._client.post(
             "Google IAM Credentials", url, body=json.dumps(payload).encode(),
-            headers={**JSON_HEADERS, **bearer(federated_token)},
+            headers={**JSON_HEADERS, **bearer(bearer_token)},
         )
         if response.status != 200:
             raise IamRefused(method, response)

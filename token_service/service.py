@@ -221,11 +221,12 @@ class TokenService:
 def service_from_environment(environ: Mapping[str, str]) -> TokenService:
     """Build the service from configuration; raises ``ConfigurationError`` (fail closed)."""
     settings = load_settings(environ)
-    signer = load_signer(settings.signer, settings.google, environ)
     google = settings.google
     upstream = UpstreamClient(
-        RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds)
+        RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds),
+        preload=settings.signer.kind == "iam",  # then every token needs Google
     )
+    signer = load_signer(settings.signer, settings.google, environ, upstream)
     exchange = GoogleExchange(
         settings.provider,
         StsClient(upstream, google.sts_endpoint),

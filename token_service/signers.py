@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service import metadata
-from token_service.background import BackgroundLoader
-from token_service.config import CLOUD_PLATFORM_SCOPE, ConfigurationError, GoogleSettings, SignerSettings
-from token_service.upstream import UpstreamUnavailable
+from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
+from token_service.iam_credentials import IamCredentialsClient, IamRefused
+from token_service.runtime_credentials import CredentialsUnavailable, RuntimeCredentials, runtime_credentials
+from token_service.upstream import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
 
@@ -98,67 +99,34 @@ class LocalKeySigner:
 
 
 class IamSigner:
-    """Signs with IAM Credentials ``signJwt`` as a service account (google-cloud-iam).
+    """Signs with IAM Credentials ``signJwt`` as a service account, with the function's own credentials.
 
-    The client library takes about 0.2 s to import, so it loads in the background
-    (``BackgroundLoader``); the first signature waits for it if needed.
+    One REST call through the pooled upstream client, like the other IAM calls:
+    google-cloud-iam's client would make the same call but costs 0.2-0.35 s to
+    import, more than a whole cold start.
     """
 
     algorithm = "RS256"
     signs_in_process = False
 
-    def __init__(self, service_account: str, google: GoogleSettings):
+    def __init__(self, service_account: str, google: GoogleSettings, iam: IamCredentialsClient,
+                 credentials: RuntimeCredentials):
         self.service_account = service_account
         self._google = google
-        self._client = BackgroundLoader("iam-signer-import", self._load)
-
-    def _load(self) -> tuple[Any, Any]:
-        import google.auth
-        import requests
-        from google.api_core import exceptions, retry
-        from google.api_core.client_options import ClientOptions
-        from google.cloud.iam_credentials_v1 import IAMCredentialsClient
-
-        credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
-        client = IAMCredentialsClient(
-            credentials=credentials,
-            transport="rest",
-            client_options=ClientOptions(api_endpoint=self._google.iam_credentials_endpoint),
-        )
-        policy = retry.Retry(
-            predicate=retry.if_exception_type(
-                exceptions.TooManyRequests, exceptions.InternalServerError, exceptions.BadGateway,
-                exceptions.ServiceUnavailable, exceptions.GatewayTimeout, exceptions.DeadlineExceeded,
-                requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-            ),
-            initial=0.1, maximum=2.0, multiplier=2.0, timeout=self._google.retry_budget_seconds,
-        )
-        return client, policy
+        self._iam = iam
+        self._credentials = credentials
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         try:
-            client, policy = self._client.get()
-        except Exception as error:
-            raise SigningError(f"the IAM client could not start: {type(error).__name__}: {error}") from None
-        from google.api_core import exceptions
-
-        name = f"projects/-/serviceAccounts/{self.service_account}"
-        try:
-            response = client.sign_jwt(
-                name=name, payload=json.dumps(dict(claims)), retry=policy, timeout=self._google.timeout_seconds
-            )
-        except exceptions.RetryError as error:
-            raise UpstreamUnavailable("IAM signJwt", str(error.cause or error), retry_after=5) from None
-        except exceptions.GoogleAPICallError as error:
-            if error.code in (429, 500, 502, 503, 504) or error.code is None:
-                raise UpstreamUnavailable("IAM signJwt", str(error), retry_after=5) from None
+            return self._iam.sign_jwt(self.service_account, self._credentials.access_token(),
+                                      json.dumps(dict(claims), separators=(",", ":")))
+        except CredentialsUnavailable as error:
+            raise SigningError(str(error)) from None
+        except IamRefused as refusal:
             raise SigningError(
-                f"IAM signJwt refused for {self.service_account} ({error.code} {error.reason or ''}: "
-                f"{error.message}); the service account needs roles/iam.serviceAccountTokenCreator on itself"
+                f"IAM signJwt refused for {self.service_account} ({refusal.status} {refusal.code}: "
+                f"{refusal.message}); the service account needs roles/iam.serviceAccountTokenCreator on itself"
             ) from None
-        except Exception as error:  # transport failures the retry gave up on
-            raise UpstreamUnavailable("IAM signJwt", f"{type(error).__name__}: {error}", retry_after=5) from None
-        return response.signed_jwt
 
     def jwks_uri(self, issuer: str) -> str:
         return self._google.service_account_jwks_uri(self.service_account)
@@ -167,7 +135,9 @@ class IamSigner:
         return None
 
 
-def load_signer(settings: SignerSettings, google: GoogleSettings, environ: Mapping[str, str]) -> Signer:
+def load_signer(
+    settings: SignerSettings, google: GoogleSettings, environ: Mapping[str, str], upstream: UpstreamClient
+) -> Signer:
     """Build the configured signer; a bad key or unknown identity is a configuration error."""
     if settings.kind == "iam":
         email = settings.service_account
@@ -179,7 +149,8 @@ def load_signer(settings: SignerSettings, google: GoogleSettings, environ: Mappi
                     "SIGNING_SERVICE_ACCOUNT is not set and the metadata server did not name the runtime "
                     f"service account ({error}); set SIGNING_SERVICE_ACCOUNT"
                 ]) from None
-        return IamSigner(email, google)
+        return IamSigner(email, google, IamCredentialsClient(upstream, google.iam_credentials_endpoint),
+                         runtime_credentials(upstream, environ))
     try:
         return LocalKeySigner.from_pem_file(settings.key_file or "", settings.algorithm)
     except ValueError as error:

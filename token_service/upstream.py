@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from token_service.background import BackgroundLoader
@@ -24,6 +25,7 @@ USER_AGENT = "token-service-python"
 class UpstreamResponse:
     status: int
     body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive when from urllib3
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -49,7 +51,8 @@ class RetryPolicy:
 
 
 class UpstreamClient:
-    def __init__(self, policy: RetryPolicy | None = None, pool_size: int = 32, ca_certs: str | None = None):
+    def __init__(self, policy: RetryPolicy | None = None, pool_size: int = 32, ca_certs: str | None = None,
+                 preload: bool = False):
         self.policy = policy or RetryPolicy()
 
         def pool() -> Any:
@@ -58,8 +61,9 @@ class UpstreamClient:
             return urllib3.PoolManager(num_pools=8, maxsize=pool_size, block=False, retries=False,
                                        ca_certs=ca_certs, headers={"User-Agent": USER_AGENT})
 
-        # Built off the critical path: ID-token-only requests never wait for urllib3.
-        self._pool = BackgroundLoader("upstream-pool", pool)
+        # urllib3 costs 50-100 ms to import: ``preload`` (when the first token already needs Google)
+        # imports it in the background right after the fork, else the first call does.
+        self._pool = BackgroundLoader("upstream-pool", pool, start_after_fork=preload)
 
     def post(self, service: str, url: str, *, body: bytes, headers: dict[str, str]) -> UpstreamResponse:
         """POST with retries; returns the final answer (any status) or raises ``UpstreamUnavailable``."""
@@ -83,7 +87,7 @@ class UpstreamClient:
             try:
                 answer = pool.request(method, url, body=body, headers=headers, timeout=timeout,
                                             redirect=False)
-                response = UpstreamResponse(answer.status, answer.data)
+                response = UpstreamResponse(answer.status, answer.data, answer.headers)
                 if response.status not in RETRYABLE_STATUSES:
                     return response
                 failure = f"HTTP {response.status}: {response.body[:200].decode('utf-8', 'replace')}"

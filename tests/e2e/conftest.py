@@ -118,6 +118,10 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None)
     return stack, function, gateways, log
 
 
+PRODUCTION_SETTINGS = {"TOKEN_SIGNER": "iam", "AUDIT_LOG_HANDLER": "cloud-logging",
+                       "GOOGLE_CLOUD_PROJECT": "local-project", "K_SERVICE": "token-service"}
+
+
 def stop(function, servers, log) -> None:
     for server in servers:
         server.shutdown()
@@ -144,11 +148,9 @@ def spiffe_stack(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def iam_stack(tmp_path_factory):
-    """The production configuration: IAM signJwt as the runtime service account, google-cloud-logging."""
-    stack, function, servers, log = launch(
-        tmp_path_factory, "iam",
-        {"TOKEN_SIGNER": "iam", "AUDIT_LOG_HANDLER": "cloud-logging", "GOOGLE_CLOUD_PROJECT": "local-project"},
-    )
+    """The production configuration: IAM signJwt as the runtime service account, google-cloud-logging,
+    and K_SERVICE set as Cloud Functions sets it (the credentials are the metadata server's)."""
+    stack, function, servers, log = launch(tmp_path_factory, "iam", PRODUCTION_SETTINGS)
     yield stack
     stop(function, servers, log)
 

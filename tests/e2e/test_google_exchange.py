@@ -15,6 +15,7 @@ import requests
 
 from devtools.google_emulator import WORKLOAD_IDENTITY_USER
 from devtools.local import PROJECT_NUMBER, RUNTIME_SERVICE_ACCOUNT, WORKLOAD_SERVICE_ACCOUNT
+from tests.e2e.conftest import PRODUCTION_SETTINGS, launch, stop
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 POOL = f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/local-pool"
@@ -190,6 +191,21 @@ def test_iam_signer_token_is_verified_by_google_keys_and_accepted_by_sts(iam_sta
                         issuer=discovery["issuer"])
     assert claims["client"]["x5_dnssan"] == "client.local.test"
     assert audit["logging.googleapis.com/labels"]["exchange"] == "sts"
+
+
+def test_iam_signer_outside_cloud_functions_finds_application_default_credentials(tmp_path_factory):
+    """Without K_SERVICE (a local run with TOKEN_SIGNER=iam), google.auth.default() finds the credentials:
+    here the emulated metadata server, which it probes first."""
+    settings = {name: value for name, value in PRODUCTION_SETTINGS.items() if name != "K_SERVICE"}
+    stack, function, servers, log = launch(tmp_path_factory, "iam-adc", settings)
+    try:
+        response, audit = stack.post_token()
+        assert response.status_code == 200, response.text
+        assert audit["logging.googleapis.com/labels"]["outcome"] == "issued"
+        assert jwt.get_unverified_header(response.json()["id_token"])["kid"]
+        assert stack.emulator.requests["iam"] >= 1
+    finally:
+        stop(function, servers, log)
 
 
 def test_iam_signer_refused_is_a_500_that_names_the_fix_in_the_audit_line_only(iam_stack):
