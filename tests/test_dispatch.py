@@ -9,7 +9,7 @@ import pytest
 from tests.support import FINGERPRINT, ISSUER, verified_headers
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
-from token_service.dispatch import HttpRequest, dispatch
+from token_service.dispatch import HttpRequest, dispatch, may_wait
 from token_service.errors import Reason
 from token_service.service import TokenService
 from token_service.signers import LocalKeySigner
@@ -170,3 +170,28 @@ def test_trace_is_recorded(service, audit):
     post_token(service, b"grant_type=client_credentials",
                {**verified_headers(), "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     assert audit.entries[0]["logging.googleapis.com/trace"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "waits"),
+    [
+        ("POST", "/token", b"grant_type=client_credentials", {}, False),
+        ("POST", "/token", b"grant_type=client_credentials&client_id=a&format=external_credential", {}, False),
+        ("POST", "/token", b"", {}, False),  # refused from memory
+        ("GET", "/.well-known/openid-configuration", b"", {}, False),
+        ("POST", "/token", b"grant_type=client_credentials&scope=x", {}, True),
+        ("POST", "/token", b"grant_type=client_credentials&service_account=a&audience=b", {}, True),
+        ("POST", "/token", b"grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=x", {}, True),
+        ("POST", "/token", b"grant_type=client_credentials&client_id=a&client_secret=b", {}, True),
+        ("POST", "/token", b"grant_type=client_credentials", {"authorization": "Basic YTpi"}, True),
+        ("POST", "/token", b"grant_type=client_credentials&sc%6Fpe=x", {}, True),  # a percent-encoded name
+        ("POST", "/token", b"grant_type=client_credentials&colour=blue", {}, True),  # unknown: erring to a thread
+    ],
+)
+def test_only_requests_answered_from_memory_stay_off_the_thread_pool(service, method, path, body, headers, waits):
+    assert may_wait(service, HttpRequest(method, path, {**FORM, **headers}, body)) is waits
+
+
+def test_with_a_remote_signer_every_token_request_may_wait(service, monkeypatch):
+    monkeypatch.setattr(service.signer, "signs_in_process", False)  # what IamSigner says
+    assert may_wait(service, HttpRequest("POST", "/token", FORM, b"grant_type=client_credentials"))

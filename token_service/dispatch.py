@@ -72,7 +72,7 @@ def may_wait(service: TokenService, request: HttpRequest) -> bool:
     requests a thread); everything else answers from memory."""
     if request.path != "/token" or request.method.upper() != "POST":
         return False
-    return service.may_wait(request.body, request.headers.get("content-type"), request.headers)
+    return service.may_wait(request.body, request.headers)
 
 
 def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None:

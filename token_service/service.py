@@ -27,7 +27,7 @@ from token_service.audit import (
 from token_service.authentication import AuthenticatedClient, Authenticator
 from token_service.claims import id_token_claims
 from token_service.client_secret import SecretAuthenticator
-from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, Settings, load_settings
+from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
 from token_service.discovery import discovery_document
 from token_service.errors import OAuthError, Reason, invalid_request, server_error
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
@@ -46,6 +46,9 @@ from token_service.token_request import check_headers, parse_token_request
 from token_service.upstream import RetryPolicy, UpstreamClient, UpstreamUnavailable
 
 _log = logging.getLogger(__name__)
+# The form parameters of a request that answers from memory (see TokenService.may_wait);
+# RFC 8705 lets a certificate client send its client_id.
+IN_MEMORY_PARAMETERS = frozenset({b"grant_type", b"client_id", b"format"})
 # RFC 6749 5.1: token responses must not be cached.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
@@ -150,19 +153,17 @@ class TokenService:
         )
         return result
 
-    def may_wait(self, body: bytes, content_type: str | None, headers: Mapping[str, str]) -> bool:
+    def may_wait(self, body: bytes, headers: Mapping[str, str]) -> bool:
         """Whether ``token`` may wait on the network (Google, an issuer's keys) or on deliberately
-        slow hashing (client secrets). Only an ID token from a certificate, signed in this
-        process, or a refusal of a malformed request, answers from memory."""
-        if not self.signer.signs_in_process:
+        slow hashing (client secrets). Only an ID token from a certificate (or a refusal), signed
+        in this process, answers from memory: its form has no parameter beyond
+        ``IN_MEMORY_PARAMETERS``, and a client secret or assertion, an exchange's ``scope``,
+        ``service_account`` or ``audience``, or a percent-encoded name all say "may wait". A
+        look at the raw names, not a parse: this runs before every request, and erring towards
+        "may wait" only costs a thread."""
+        if not self.signer.signs_in_process or "authorization" in headers:
             return True
-        try:
-            request = parse_token_request(body, content_type)
-            flow = self._authenticator.flow_for(request.grant_type, headers, request.parameters)
-            wanted = parse_exchange_request(request.parameters)
-        except OAuthError:
-            return False  # refused before anything would wait
-        return flow != XLB_MTLS_FLOW or wanted.wanted
+        return any(pair.split(b"=", 1)[0] not in IN_MEMORY_PARAMETERS for pair in body.split(b"&") if pair)
 
     def _exchange_request(self, parameters: dict[str, str], response_format: str) -> ExchangeRequest:
         wanted = parse_exchange_request(parameters)
