@@ -13,7 +13,6 @@ heavy import runs in the background (``BackgroundLoader``).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from token_service.background import BackgroundLoader
+from token_service.compact_json import compact_json_text
 from token_service.errors import OAuthError
 
 LABEL_VALUE_LIMIT = 1024
@@ -137,7 +137,7 @@ class JsonLineWriter:
             entry.update(_trace_fields(record.trace, self._project_id))
         if record.http_request is not None:
             entry["httpRequest"] = _http_request(record)
-        line = json.dumps(entry, separators=(",", ":"), ensure_ascii=True) + "\n"
+        line = compact_json_text(entry) + "\n"
         stream = self._stream or sys.stdout
         with self._lock:
             stream.write(line)

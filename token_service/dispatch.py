@@ -7,11 +7,11 @@ nothing below this module sees HTTP.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from token_service.audit import HttpRequestInfo
+from token_service.compact_json import compact_json
 from token_service.discovery import DISCOVERY_PATH
 from token_service.service import TokenService
 
@@ -59,7 +59,7 @@ def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
                 remote_ip=request.remote_ip,
             ),
         )
-        return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), _json(result.body))
+        return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
     if path == "/":
         return HttpResponse(307, (("Location", service.settings.issuer + DISCOVERY_PATH),), b"")
     document = service.discovery_json if path == DISCOVERY_PATH else service.jwks_json
@@ -86,9 +86,5 @@ def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None
 def _error(
     status: int, error: str, description: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
-    body = _json({"error": error, "error_description": description})
+    body = compact_json({"error": error, "error_description": description})
     return HttpResponse(status, (("Content-Type", JSON), *headers), body)
-
-
-def _json(document: object) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()

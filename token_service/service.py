@@ -7,7 +7,6 @@ one audit line, whatever the outcome.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -27,6 +26,7 @@ from token_service.audit import (
 from token_service.authentication import AuthenticatedClient, Authenticator
 from token_service.claims import id_token_claims
 from token_service.client_secret import SecretAuthenticator
+from token_service.compact_json import compact_json
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
 from token_service.discovery import discovery_document
 from token_service.errors import OAuthError, Reason, invalid_request, server_error
@@ -79,7 +79,7 @@ class TokenService:
         self._policy = policy
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._header_names = settings.mtls_headers.certificate_headers()
-        self.discovery_json = _json_bytes(
+        self.discovery_json = compact_json(
             discovery_document(
                 issuer=settings.issuer,
                 jwks_uri=signer.jwks_uri(settings.issuer),
@@ -88,7 +88,7 @@ class TokenService:
             )
         )
         jwks = signer.public_jwks()
-        self.jwks_json = _json_bytes(jwks) if jwks is not None else None
+        self.jwks_json = compact_json(jwks) if jwks is not None else None
 
     def token(
         self,
@@ -252,7 +252,3 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
-
-
-def _json_bytes(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service import metadata
+from token_service.compact_json import compact_json, compact_json_text
 from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
 from token_service.iam_credentials import IamCredentialsClient, IamRefused
 from token_service.runtime_credentials import CredentialsUnavailable, RuntimeCredentials, runtime_credentials
@@ -62,7 +63,7 @@ class LocalKeySigner:
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
-        self._header = _b64(_compact_json({"alg": algorithm, "kid": self.key_id, "typ": "JWT"}))
+        self._header = _b64(compact_json({"alg": algorithm, "kid": self.key_id, "typ": "JWT"}))
 
     @classmethod
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
@@ -82,7 +83,7 @@ class LocalKeySigner:
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         # RFC 7515 compact serialization; the header is fixed, so it is encoded once.
-        signing_input = self._header + b"." + _b64(_compact_json(dict(claims)))
+        signing_input = self._header + b"." + _b64(compact_json(dict(claims)))
         key = self._private_key
         if isinstance(key, rsa.RSAPrivateKey):
             signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
@@ -119,7 +120,7 @@ class IamSigner:
     def sign(self, claims: Mapping[str, Any]) -> str:
         try:
             return self._iam.sign_jwt(self.service_account, self._credentials.access_token(),
-                                      json.dumps(dict(claims), separators=(",", ":")))
+                                      compact_json_text(dict(claims)))
         except CredentialsUnavailable as error:
             raise SigningError(str(error)) from None
         except IamRefused as refusal:
@@ -180,9 +181,6 @@ def _b64_int(value: int, length: int | None = None) -> str:
 def _b64(data: bytes) -> bytes:
     return base64.urlsafe_b64encode(data).rstrip(b"=")
 
-
-def _compact_json(document: dict[str, Any]) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:

@@ -79,7 +79,8 @@ class Stack:
 
     def audit_entries(self) -> list[dict]:
         entries = []
-        for line in self.audit_file.read_text().splitlines():
+        # The last line may still be being written by a worker: only complete lines count.
+        for line in self.audit_file.read_text().split("\n")[:-1]:
             if line.startswith("{"):
                 entries.append(json.loads(line))
         return entries
