@@ -58,3 +58,12 @@ def test_unknown_parameters_are_ignored_as_rfc_6749_requires(stack):
     body = b"grant_type=client_credentials&colour=blue"
     status, answer = raw(stack, request(verified_headers(), body), body)
     assert status == 200 and b"id_token" in answer
+
+
+def test_a_repeated_mtls_header_is_malformed_not_replaced(stack):
+    """A second X-Client-Cert-Hash (as a caller appending to the load balancer's could send) must not
+    choose the client: the values are joined, as WSGI does, and the joined value is no fingerprint."""
+    other = "B" * 43
+    head = request(verified_headers()).replace(b"\r\n\r\n", b"\r\nX-Client-Cert-Hash: " + other.encode() + b"\r\n\r\n")
+    status, answer = raw(stack, head, b"grant_type=client_credentials")
+    assert status == 401 and b"malformed_certificate_header" in answer and b"id_token" not in answer
