@@ -15,10 +15,12 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -177,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     emulator, emulator_server = start_emulator(pki["ca"].parent, gateway_port)
     emulator_port = emulator_server.server_address[1]
     env = {**local_environment(scratch, gateway_port, emulator_port), **PROCESS_SETTINGS}
-    audit_log = (scratch / "audit.log").open("w")
-    function = start_function(env, free_port(), stdout=audit_log, stderr=audit_log)
+    # The audit lines go to a pipe, as on Cloud Functions, drained into a file: a worker writing to
+    # a file on disk directly can stall on the file system, which the deployed function never does.
+    audit_log = (scratch / "audit.log").open("wb")
+    function = start_function(env, free_port(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    drain = threading.Thread(target=shutil.copyfileobj, args=(function.process.stdout, audit_log), daemon=True)
+    drain.start()
     gateway = start_gateway(pki["ca"].parent, gateway_port, function.url, env)  # only for STS's discovery fetch
     token_url = f"{function.url}/token"
     try:
@@ -238,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gateway.shutdown()
         function.stop()
+        drain.join(timeout=10)
         audit_log.close()
 
     print("Framework ceiling (hello-worlds, same headers and settings)...", file=sys.stderr)
