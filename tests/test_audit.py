@@ -10,9 +10,12 @@ from token_service.audit import (
     HttpRequestInfo,
     JsonLineWriter,
     Trace,
+    fitted,
     mtls_header_labels,
     parse_trace,
+    token_attempt,
 )
+from token_service.errors import Reason, invalid_client
 
 
 def test_w3c_traceparent():
@@ -89,3 +92,30 @@ def test_lines_written_while_the_library_loads_use_the_same_format():
     writer.write(RECORD)  # possibly before the import finished: never lost, never blocked
     [entry] = [json.loads(line) for line in stream.getvalue().splitlines() if '"message"' in line]
     assert entry["logging.googleapis.com/labels"]["reason"] == "no_client_certificate"
+
+
+def test_a_line_of_hostile_length_still_fits_one_atomic_pipe_write():
+    """Workers share one stdout pipe: a line over PIPE_BUF could interleave with another's."""
+    headers = {f"x-client-cert-{index}": "v" * 5000 for index in range(11)}
+    record = token_attempt(
+        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
+        error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
+        message="Refused token request: " + "m" * 3000,
+        trace=None,
+        http_request=HttpRequestInfo("POST", "https://t.example/token?" + "q" * 9000, "u" * 3000, "203.0.113.9"),
+        latency_seconds=0.01,
+        fields={"upstream_response": "g" * 2000},
+    )
+    stream = io.StringIO()
+    JsonLineWriter(stream).write(record)
+    line = stream.getvalue()
+    assert len(line.encode()) <= 4096
+    entry = json.loads(line)
+    labels = entry["logging.googleapis.com/labels"]
+    assert labels["reason"] == "malformed_certificate_header" and labels["client_id"] == "c" * 127
+    assert labels["header/x-client-cert-0"].endswith("...[5000 chars]")
+    assert entry["upstream_response"].endswith("...[2000 chars]")
+
+
+def test_an_ordinary_line_is_left_whole():
+    assert fitted(RECORD) == RECORD

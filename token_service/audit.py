@@ -18,7 +18,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
 from token_service.background import BackgroundLoader
@@ -26,6 +26,10 @@ from token_service.compact_json import compact_json_text
 from token_service.errors import OAuthError
 
 LABEL_VALUE_LIMIT = 1024
+# The names and values of one line may take this much; JSON syntax, escapes and the fixed fields
+# (trace, severity, Cloud Logging's own) stay well inside the rest of PIPE_BUF's 4096 bytes.
+LINE_TEXT_BUDGET = 2800
+_CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
@@ -100,7 +104,7 @@ def token_attempt(
         severity = "ERROR" if error.status >= 500 else "WARNING"
         status = error.status
         outcome = {"outcome": "refused", "reason": error.reason.value, "error": error.error}
-    return AuditRecord(
+    return fitted(AuditRecord(
         severity=severity,
         message=message,
         labels={"event": "token", **outcome, "status": str(status), **labels},
@@ -109,13 +113,47 @@ def token_attempt(
         status=status,
         latency_seconds=latency_seconds,
         fields=fields or {},
-    )
+    ))
 
 
-def bounded(value: str) -> str:
-    if len(value) <= LABEL_VALUE_LIMIT:
+def fitted(record: AuditRecord) -> AuditRecord:
+    """The record, its long values cut further until its line fits in one atomic pipe write.
+
+    The workers of an instance share one stdout pipe, and a write() of more than PIPE_BUF
+    (4096) bytes may interleave with another worker's line, leaving neither parseable. Only
+    long free-form values are cut (header values, Google's answers, the URL): no value of
+    128 characters or fewer, so reasons, client ids and the other queried labels stay whole.
+    """
+    for limit in (LABEL_VALUE_LIMIT, 512, 256, 128):
+        if _text_size(record) <= LINE_TEXT_BUDGET:
+            return record
+        request = record.http_request
+        record = replace(
+            record,
+            message=bounded(record.message, limit),
+            labels={name: bounded(value, limit) for name, value in record.labels.items()},
+            fields={name: bounded(value, limit) if isinstance(value, str) else value
+                    for name, value in record.fields.items()},
+            http_request=request and replace(request, url=bounded(request.url, limit),
+                                             user_agent=bounded(request.user_agent, limit)),
+        )
+    return record
+
+
+def _text_size(record: AuditRecord) -> int:
+    texts = [record.message, *record.labels, *record.labels.values(),
+             *(str(value) for value in record.fields.values())]
+    if record.http_request is not None:
+        texts += [record.http_request.url, record.http_request.user_agent]
+    return sum(map(len, texts))
+
+
+def bounded(value: str, limit: int = LABEL_VALUE_LIMIT) -> str:
+    if len(value) <= limit:
         return value
-    return value[:LABEL_VALUE_LIMIT] + f"...[{len(value)} chars]"
+    # A value cut before keeps the length it had before the first cut.
+    marker = _CUT_MARKER.search(value)
+    return value[:limit] + f"...[{int(marker.group(1)) if marker else len(value)} chars]"
 
 
 class JsonLineWriter:
