@@ -119,3 +119,21 @@ def test_a_line_of_hostile_length_still_fits_one_atomic_pipe_write():
 
 def test_an_ordinary_line_is_left_whole():
     assert fitted(RECORD) == RECORD
+
+
+def test_escaped_characters_count_as_the_bytes_they_take():
+    """Non-ASCII header values take six bytes each as \\uXXXX: the budget is measured encoded."""
+    headers = {f"x-client-cert-{index}": "\u00e9" * 5000 for index in range(11)}
+    record = token_attempt(
+        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
+        error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
+        message="Refused token request", trace=None,
+        http_request=HttpRequestInfo("POST", "https://t.example/token", "\u00e9" * 3000, "203.0.113.9"),
+        latency_seconds=0.01,
+    )
+    stream = io.StringIO()
+    JsonLineWriter(stream).write(record)
+    assert len(stream.getvalue().encode()) <= 4096
+    labels = json.loads(stream.getvalue())["logging.googleapis.com/labels"]
+    assert labels["client_id"] == "c" * 127 and labels["reason"] == "malformed_certificate_header"
+    assert labels["header/x-client-cert-0"].endswith("...[5000 chars]")

@@ -29,6 +29,8 @@ LABEL_VALUE_LIMIT = 1024
 # The names and values of one line may take this much; JSON syntax, escapes and the fixed fields
 # (trace, severity, Cloud Logging's own) stay well inside the rest of PIPE_BUF's 4096 bytes.
 LINE_TEXT_BUDGET = 2800
+QUERIED_VALUE_LIMIT = 128
+HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
@@ -83,7 +85,7 @@ def mtls_header_labels(headers: Mapping[str, str], names: tuple[str, ...]) -> di
     for name in names:
         value = headers.get(name.lower())
         if value is not None:
-            labels[f"header/{name.lower()}"] = bounded(value)
+            labels[f"{HEADER_LABEL_PREFIX}{name.lower()}"] = bounded(value)
     return labels
 
 
@@ -120,32 +122,40 @@ def fitted(record: AuditRecord) -> AuditRecord:
     """The record, its long values cut further until its line fits in one atomic pipe write.
 
     The workers of an instance share one stdout pipe, and a write() of more than PIPE_BUF
-    (4096) bytes may interleave with another worker's line, leaving neither parseable. Only
-    long free-form values are cut (header values, Google's answers, the URL): no value of
-    128 characters or fewer, so reasons, client ids and the other queried labels stay whole.
+    (4096) bytes may interleave with another worker's line, leaving neither parseable. The size
+    is measured as encoded (a non-ASCII character takes six bytes as ``\\uXXXX``). Values of
+    ``QUERIED_VALUE_LIMIT`` characters or fewer are cut only among the free-form ones (header
+    values, Google's answer, the URL, the user agent), so reasons, client ids and the other
+    queried labels stay whole.
     """
-    for limit in (LABEL_VALUE_LIMIT, 512, 256, 128):
-        if _text_size(record) <= LINE_TEXT_BUDGET:
+    for limit in (LABEL_VALUE_LIMIT, 512, 256, 128, 32, 8):
+        if _encoded_size(record) <= LINE_TEXT_BUDGET:
             return record
-        request = record.http_request
-        record = replace(
-            record,
-            message=bounded(record.message, limit),
-            labels={name: bounded(value, limit) for name, value in record.labels.items()},
-            fields={name: bounded(value, limit) if isinstance(value, str) else value
-                    for name, value in record.fields.items()},
-            http_request=request and replace(request, url=bounded(request.url, limit),
-                                             user_agent=bounded(request.user_agent, limit)),
-        )
+        record = _cut(record, limit)
     return record
 
 
-def _text_size(record: AuditRecord) -> int:
+def _cut(record: AuditRecord, limit: int) -> AuditRecord:
+    queried = max(limit, QUERIED_VALUE_LIMIT)
+    request = record.http_request
+    return replace(
+        record,
+        message=bounded(record.message, queried),
+        labels={name: bounded(value, limit if name.startswith(HEADER_LABEL_PREFIX) else queried)
+                for name, value in record.labels.items()},
+        fields={name: bounded(value, limit) if isinstance(value, str) else value
+                for name, value in record.fields.items()},
+        http_request=request and replace(request, url=bounded(request.url, limit),
+                                         user_agent=bounded(request.user_agent, limit)),
+    )
+
+
+def _encoded_size(record: AuditRecord) -> int:
     texts = [record.message, *record.labels, *record.labels.values(),
              *(str(value) for value in record.fields.values())]
     if record.http_request is not None:
         texts += [record.http_request.url, record.http_request.user_agent]
-    return sum(map(len, texts))
+    return len(compact_json_text(texts))
 
 
 def bounded(value: str, limit: int = LABEL_VALUE_LIMIT) -> str:
