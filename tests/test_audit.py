@@ -2,6 +2,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from token_service.audit import (
     LABEL_VALUE_LIMIT,
@@ -121,14 +123,16 @@ def test_an_ordinary_line_is_left_whole():
     assert fitted(RECORD) == RECORD
 
 
-def test_escaped_characters_count_as_the_bytes_they_take():
-    """Non-ASCII header values take six bytes each as \\uXXXX: the budget is measured encoded."""
-    headers = {f"x-client-cert-{index}": "\u00e9" * 5000 for index in range(11)}
+@pytest.mark.parametrize("character", ["\u00e9", "\x01", '"', "\\"])
+def test_escaped_characters_count_as_the_bytes_they_take(character):
+    """Non-ASCII and control characters take six bytes each as \\uXXXX, quotes and backslashes
+    two: the budget is measured encoded."""
+    headers = {f"x-client-cert-{index}": character * 5000 for index in range(11)}
     record = token_attempt(
         labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
         error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
         message="Refused token request", trace=None,
-        http_request=HttpRequestInfo("POST", "https://t.example/token", "\u00e9" * 3000, "203.0.113.9"),
+        http_request=HttpRequestInfo("POST", "https://t.example/token", character * 3000, "203.0.113.9"),
         latency_seconds=0.01,
     )
     stream = io.StringIO()
@@ -137,3 +141,22 @@ def test_escaped_characters_count_as_the_bytes_they_take():
     labels = json.loads(stream.getvalue())["logging.googleapis.com/labels"]
     assert labels["client_id"] == "c" * 127 and labels["reason"] == "malformed_certificate_header"
     assert labels["header/x-client-cert-0"].endswith("...[5000 chars]")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from('a"\\\x01\x7f\u00e9\u4e2d~'), max_size=3000), min_size=1, max_size=11))
+def test_any_header_values_fit_one_atomic_pipe_write(values):
+    """Quotes and backslashes take two bytes, control and non-ASCII characters six: whatever a
+    hostile client puts in the headers, the encoded line stays within PIPE_BUF."""
+    headers = {f"x-client-cert-{index}": value for index, value in enumerate(values)}
+    record = token_attempt(
+        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
+        error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
+        message="Refused token request", trace=None,
+        http_request=HttpRequestInfo("POST", "https://t.example/token", values[0], "203.0.113.9"),
+        latency_seconds=0.01,
+    )
+    stream = io.StringIO()
+    JsonLineWriter(stream).write(record)
+    assert len(stream.getvalue().encode()) <= 4096
+    assert json.loads(stream.getvalue())["logging.googleapis.com/labels"]["client_id"] == "c" * 127

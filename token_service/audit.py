@@ -33,6 +33,8 @@ QUERIED_VALUE_LIMIT = 128
 HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# What JSON escapes (ensure_ascii also escapes every non-ASCII character).
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
 
@@ -155,6 +157,11 @@ def _encoded_size(record: AuditRecord) -> int:
              *(str(value) for value in record.fields.values())]
     if record.http_request is not None:
         texts += [record.http_request.url, record.http_request.user_agent]
+    joined = "".join(texts)
+    if joined.isascii() and not _JSON_ESCAPED.search(joined):
+        # The common line has nothing to escape: its size is the characters, a pair of quotes and a
+        # comma each, and the brackets, without paying for an encoding on every request.
+        return len(joined) + 3 * len(texts) + 1
     return len(compact_json_text(texts))
 
 
