@@ -221,11 +221,18 @@ def main(argv: list[str] | None = None) -> int:
         # kernel may hand one worker most of the 8 measured connections, hence twice as many here.
         run_wrk(token_url, exchange_script, 16, 3)
         connections_before, calls_before = emulator.connections, emulator.requests["sts"] + emulator.requests["iam"]
+        service_before = emulator.service_seconds["sts"] + emulator.service_seconds["iam"]
         exchange = run_wrk(token_url, exchange_script, 8, args.seconds)
         calls = emulator.requests["sts"] + emulator.requests["iam"] - calls_before
+        # Google's own processing is not free either: the emulator's (mean, per exchange) is
+        # reported apart, so the broker's share of the p50 can be read on its own.
+        emulator_ms = 1000 * (emulator.service_seconds["sts"] + emulator.service_seconds["iam"]
+                              - service_before) / max(1, calls / 2)
         results["production_path"] = vars(exchange) | {
             "sum_of_upstream_latency_ms": 2 * UPSTREAM_LATENCY * 1000,
             "p50_over_upstream_ms": exchange.p50_ms - 2 * UPSTREAM_LATENCY * 1000,
+            "emulator_ms_per_exchange": emulator_ms,
+            "p50_over_upstream_and_emulator_ms": exchange.p50_ms - 2 * UPSTREAM_LATENCY * 1000 - emulator_ms,
             "new_upstream_connections_per_request": (emulator.connections - connections_before) / max(1, calls / 2),
         }
         emulator.latency = {}
@@ -325,7 +332,8 @@ def report(results: dict) -> None:
                  f"{production['requests_per_second']:.0f}/s  "
                  f"({production['p50_ms']:.1f} / {production['p99_ms']:.1f})",
                  f"p50 - upstream = {production['p50_over_upstream_ms']:.1f} ms (target <= 5); "
-                 f"non-200: {production['errors']}"))
+                 f"less the emulator's own {production['emulator_ms_per_exchange']:.1f} ms: "
+                 f"{production['p50_over_upstream_and_emulator_ms']:.1f} ms; non-200: {production['errors']}"))
     rows.append(("new upstream connections per request after warm-up",
                  f"{production['new_upstream_connections_per_request']:.3f}", "target 0"))
     cold = results["cold_start_seconds"]

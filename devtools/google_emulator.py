@@ -149,6 +149,13 @@ class GoogleEmulator:
         self._faults: dict[str, list[int | str]] = {}
         self.connections = 0
         self.requests: Counter[str] = Counter()
+        # Seconds from each request line read to its answer written, less the injected latency:
+        # the emulator's own share of what the broker waits (the bench reports it apart).
+        self.service_seconds: Counter[str] = Counter()
+
+    def record_service_time(self, service: str, seconds: float) -> None:
+        with self._lock:
+            self.service_seconds[service] += seconds
 
     # ---- test controls -------------------------------------------------------------------------
     def inject(self, service: str, *outcomes: int | str) -> None:
@@ -415,6 +422,11 @@ class GoogleEmulator:
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EmulatorServer
+    _service: str | None = None
+
+    def parse_request(self) -> bool:
+        self._received, self._service = time.perf_counter(), None
+        return super().parse_request()
 
     def do_GET(self) -> None:
         emulator = self.server.emulator
@@ -448,7 +460,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if service is None:
             return self._send(404, "application/json", b'{"error":{"code":404,"status":"NOT_FOUND"}}')
         emulator.requests[service] += 1
-        time.sleep(emulator.latency.get(service, 0.0))
+        injected = emulator.latency.get(service, 0.0)
+        time.sleep(injected)
+        self._received += injected
+        self._service = service
         if self._fault(service):
             return None
         try:
@@ -506,6 +521,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Metadata-Flavor", "Google")
         self.end_headers()
         self.wfile.write(body)
+        if self._service is not None:
+            self.server.emulator.record_service_time(self._service, time.perf_counter() - self._received)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -70,6 +70,17 @@ def test_refusal_is_returned_without_retrying(emulator):
     assert emulator.requests["sts"] == 1
 
 
+def test_the_emulator_times_its_own_work_apart_from_the_injected_latency(emulator):
+    """`make bench` subtracts this from the production path's p50 to show the broker's share."""
+    emulator.latency = {"sts": 0.3}
+    started = time.monotonic()
+    with pytest.raises(StsRefused):
+        sts(emulator, RetryPolicy()).exchange("t", "//iam.googleapis.com/bad", SCOPE)
+    waited = time.monotonic() - started
+    assert waited >= 0.3
+    assert 0 < emulator.service_seconds["sts"] < waited - 0.3 + 0.01
+
+
 @pytest.mark.parametrize("fault", [503, 500, 429, "reset"])
 def test_transient_faults_are_retried(emulator, fault):
     emulator.inject("sts", fault, fault)
