@@ -1,6 +1,6 @@
 """`make bench`: throughput, latency, cold start and memory, as ratios measured in one run.
 
-    .venv/bin/python -m bench.run [--seconds 10] [--repeats 3] [--sustain-seconds 300] [--cold-starts 5]
+    .venv/bin/python -m bench.run [--seconds 10] [--repeats 3] [--sustain-seconds 300] [--cold-starts 11]
 
 Everything runs on this machine, against loopback only. The function runs as
 `make run` starts it (real functions-framework), with the process settings
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="ID-token runs per concurrency (median counts)")
     parser.add_argument("--sustain-seconds", type=float, default=300)
-    parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--cold-starts", type=int, default=11,
+                        help="launches per configuration, interleaved (median counts; one launch varies by 50 %%)")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     pki = ensure_dev_pki(scratch)
