@@ -32,9 +32,9 @@ LINE_TEXT_BUDGET = 2800
 QUERIED_VALUE_LIMIT = 128
 HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 # What JSON escapes (ensure_ascii also escapes every non-ASCII character).
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
 
