@@ -221,20 +221,24 @@ def main(argv: list[str] | None = None) -> int:
         # Warm-up: each worker's pool keeps as many connections as it ever had concurrent calls, and the
         # kernel may hand one worker most of the 8 measured connections, hence twice as many here.
         run_wrk(token_url, exchange_script, 16, 3)
-        connections_before, calls_before = emulator.connections, emulator.requests["sts"] + emulator.requests["iam"]
-        service_before = emulator.service_seconds["sts"] + emulator.service_seconds["iam"]
+        def upstream_totals() -> tuple[int, float]:  # calls to STS and IAM, and the emulator's own seconds
+            return (emulator.requests["sts"] + emulator.requests["iam"],
+                    emulator.service_seconds["sts"] + emulator.service_seconds["iam"])
+
+        connections_before, (calls_before, service_before) = emulator.connections, upstream_totals()
         exchange = run_wrk(token_url, exchange_script, 8, args.seconds)
-        calls = emulator.requests["sts"] + emulator.requests["iam"] - calls_before
+        calls, service_seconds = upstream_totals()
+        exchanges = max(1, (calls - calls_before) / 2)
+        injected_ms = 2 * UPSTREAM_LATENCY * 1000
         # Google's own processing is not free either: the emulator's (mean, per exchange) is
         # reported apart, so the broker's share of the p50 can be read on its own.
-        emulator_ms = 1000 * (emulator.service_seconds["sts"] + emulator.service_seconds["iam"]
-                              - service_before) / max(1, calls / 2)
+        emulator_ms = 1000 * (service_seconds - service_before) / exchanges
         results["production_path"] = vars(exchange) | {
-            "sum_of_upstream_latency_ms": 2 * UPSTREAM_LATENCY * 1000,
-            "p50_over_upstream_ms": exchange.p50_ms - 2 * UPSTREAM_LATENCY * 1000,
+            "sum_of_upstream_latency_ms": injected_ms,
+            "p50_over_upstream_ms": exchange.p50_ms - injected_ms,
             "emulator_ms_per_exchange": emulator_ms,
-            "p50_over_upstream_and_emulator_ms": exchange.p50_ms - 2 * UPSTREAM_LATENCY * 1000 - emulator_ms,
-            "new_upstream_connections_per_request": (emulator.connections - connections_before) / max(1, calls / 2),
+            "p50_over_upstream_and_emulator_ms": exchange.p50_ms - injected_ms - emulator_ms,
+            "new_upstream_connections_per_request": (emulator.connections - connections_before) / exchanges,
         }
         emulator.latency = {}
 
