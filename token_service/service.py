@@ -223,10 +223,7 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
     """Build the service from configuration; raises ``ConfigurationError`` (fail closed)."""
     settings = load_settings(environ)
     google = settings.google
-    upstream = UpstreamClient(
-        RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds),
-        preload=settings.signer.kind == "iam",  # then every token needs Google
-    )
+    upstream = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds))
     signer = load_signer(settings.signer, settings.google, environ, upstream)
     exchange = GoogleExchange(
         settings.provider,
