@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -9,7 +10,7 @@ from datetime import datetime
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from devtools.google_emulator import (
     TOKEN_CREATOR,
@@ -27,6 +28,7 @@ RUNTIME = "runtime@p.iam.gserviceaccount.com"
 WORKLOAD = "workload@p.iam.gserviceaccount.com"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+EC_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
 @pytest.fixture
@@ -48,6 +50,18 @@ def subject_token(key=KEY, headers=None, algorithm="RS256", **overrides) -> str:
               "client_id": "c1", "iat": now, "exp": now + 300, **overrides}
     return jwt.encode({k: v for k, v in claims.items() if v is not None}, key, algorithm=algorithm,
                       headers=headers if headers is not None else {"kid": "k1"})
+
+
+def _unsigned(header, claims) -> str:  # what PyJWT would refuse to encode
+    def segment(value) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{segment(header)}.{segment(claims)}.c2ln"
+
+
+def _with_payload_of(token: str, other: str) -> str:
+    header, _, signature = token.split(".")
+    return f"{header}.{other.split('.')[1]}.{signature}"
 
 
 def exchange(emulator, token, **form) -> dict:
@@ -81,9 +95,13 @@ def test_audience_with_the_slash_slash_form_is_accepted(emulator):
     [
         (lambda: jwt.encode({"iss": ISSUER}, None, algorithm="none"), "kid"),
         (lambda: subject_token(headers={}), "kid"),
+        (lambda: _unsigned({"alg": "RS256", "kid": ["k1"]}, {"iss": ISSUER}), "kid"),
+        (lambda: _unsigned({"alg": "RS256", "kid": "k1"}, ["not", "an", "object"]), "parse"),
         (lambda: jwt.encode({"iss": ISSUER, "sub": "x"}, "public-key-as-secret" * 4, algorithm="HS256",
                             headers={"kid": "k1"}), "RS256"),
         (lambda: subject_token(key=OTHER_KEY), "signature"),
+        (lambda: subject_token(key=EC_KEY, algorithm="ES256"), "signature"),
+        (lambda: _with_payload_of(subject_token(), subject_token(sub="someone-else")), "signature"),
         (lambda: subject_token(headers={"kid": "unknown"}), "kid"),
         (lambda: subject_token(iss="https://other.example"), "does not match"),
         (lambda: subject_token(exp=int(time.time()) - 1), "expired"),
@@ -94,7 +112,9 @@ def test_audience_with_the_slash_slash_form_is_accepted(emulator):
         (lambda: subject_token(client_id="x" * 128), "127 bytes"),
         (lambda: "not.a.jwt", "parse"),
     ],
-    ids=["alg-none", "no-kid", "hs256-key-confusion", "bad-signature", "unknown-kid", "wrong-issuer", "expired",
+    ids=["alg-none", "no-kid", "kid-not-a-string", "claims-not-an-object",
+         "hs256-key-confusion", "bad-signature", "es256-for-an-rsa-key", "payload-swapped",
+         "unknown-kid", "wrong-issuer", "expired",
          "iat-in-future", "lifetime-48h", "wrong-audience", "no-sub", "subject-128-bytes", "garbage"],
 )
 def test_subject_tokens_google_refuses(emulator, token, fragment):
