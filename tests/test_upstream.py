@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import socketserver
 import threading
 import time
@@ -19,6 +20,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.requests += 1
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = self.server.body
         if self.server.chunked:
             self.send_response(200)
@@ -74,6 +81,15 @@ def test_sequential_calls_reuse_one_connection(server):
     assert server.connections == 1 and client.pool.opened == 1
 
 
+def test_connections_send_without_waiting_for_acks(server):
+    """http.client writes a POST's headers and body apart: under Nagle's algorithm the body waits
+    for the server's delayed ACK, 40 ms on half the calls of the production path."""
+    client = UpstreamClient()
+    client.request("GET", "test", server.url)
+    [connection] = client.pool._idle[("http", "127.0.0.1", server.server_address[1])]
+    assert connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_retry(server):
     server.close_after_answer = True
     client = UpstreamClient(RetryPolicy(base_delay=5, max_delay=5))  # a retry would show as seconds
@@ -99,6 +115,13 @@ def test_an_oversized_answer_is_an_upstream_failure_not_a_body(server, chunked):
     with pytest.raises(UpstreamUnavailable) as raised:
         UpstreamClient(RetryPolicy(budget=0.3, base_delay=0.01)).request("GET", "test", server.url)
     assert f"larger than {MAX_RESPONSE_BYTES} bytes" in raised.value.detail
+
+
+def test_a_redirect_is_answered_as_it_came_not_followed(server):
+    """An issuer's JWKS URL redirecting elsewhere must not make us trust keys from elsewhere."""
+    answer = UpstreamClient().request("GET", "test", server.url.replace("/x", "/redirect"))
+    assert answer.status == 302 and answer.headers["location"] == "/x"
+    assert server.requests == 1
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "file:///etc/passwd", "https:///nohost", "x"])

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import select
+import socket
 import ssl
 import threading
 import time
@@ -170,6 +171,9 @@ class UpstreamClient:
         try:
             if connection.sock is None:
                 connection.connect()
+                # http.client sends the headers and the body in two writes: with Nagle's algorithm
+                # and the server's delayed ACK, the body would wait 40 ms.
+                connection.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             connection.sock.settimeout(read_timeout)
             connection.request(method, target, body=body, headers=headers)
             answer = connection.getresponse()
