@@ -15,12 +15,10 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -180,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     emulator, emulator_server = start_emulator(pki["ca"].parent, gateway_port)
     emulator_port = emulator_server.server_address[1]
     env = {**local_environment(scratch, gateway_port, emulator_port), **PROCESS_SETTINGS}
-    # The audit lines go to a pipe, as on Cloud Functions, drained into a file: a worker writing to
-    # a file on disk directly can stall on the file system, which the deployed function never does.
+    # The audit lines go to a pipe, as on Cloud Functions, drained into a file by `cat`: a worker
+    # writing to a file on disk directly can stall on the file system, which the deployed function
+    # never does, and a draining thread here would take the GIL from the emulator on every line.
     audit_log = (scratch / "audit.log").open("wb")
-    function = start_function(env, free_port(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    drain = threading.Thread(target=shutil.copyfileobj, args=(function.process.stdout, audit_log), daemon=True)
-    drain.start()
+    drain = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=audit_log)
+    function = start_function(env, free_port(), stdout=drain.stdin, stderr=subprocess.STDOUT)
+    drain.stdin.close()  # the function holds the pipe's write end now
     gateway = start_gateway(pki["ca"].parent, gateway_port, function.url, env)  # only for STS's discovery fetch
     token_url = f"{function.url}/token"
     try:
@@ -258,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         gateway.shutdown()
         function.stop()
-        drain.join(timeout=10)
+        drain.wait(timeout=10)
         audit_log.close()
 
     print("Framework ceiling (hello-worlds, same headers and settings)...", file=sys.stderr)
