@@ -5,8 +5,8 @@
 Everything runs on this machine, against loopback only. The function runs as
 `make run` starts it (real functions-framework), with the process settings
 below, audit logging on (to a file), and the gateway bypassed: wrk sends the
-load balancer's headers itself. Google is the local emulator with a fixed
-injected latency per call. Results: one table on stdout, JSON in bench/results/.
+load balancer's headers itself. Google is the local emulator, whose every
+call takes a fixed injected latency (its own work included). Results: one table on stdout, JSON in bench/results/.
 """
 
 from __future__ import annotations
@@ -229,14 +229,13 @@ def main(argv: list[str] | None = None) -> int:
         calls, service_seconds = upstream_totals()
         exchanges = max(1, (calls - calls_before) / 2)
         injected_ms = 2 * UPSTREAM_LATENCY * 1000
-        # Google's own processing is not free either: the emulator's (mean, per exchange) is
-        # reported apart, so the broker's share of the p50 can be read on its own.
+        # Each emulated call answers the injected latency after it arrived, its own work included
+        # (its mean per exchange is reported, to show that work fits well within the latency).
         emulator_ms = 1000 * (service_seconds - service_before) / exchanges
         results["production_path"] = vars(exchange) | {
             "sum_of_upstream_latency_ms": injected_ms,
             "p50_over_upstream_ms": exchange.p50_ms - injected_ms,
-            "emulator_ms_per_exchange": emulator_ms,
-            "p50_over_upstream_and_emulator_ms": exchange.p50_ms - injected_ms - emulator_ms,
+            "emulator_work_ms_per_exchange": emulator_ms,
             "new_upstream_connections_per_request": (emulator.connections - connections_before) / exchanges,
         }
         emulator.latency = {}
@@ -336,8 +335,8 @@ def report(results: dict) -> None:
                  f"{production['requests_per_second']:.0f}/s  "
                  f"({production['p50_ms']:.1f} / {production['p99_ms']:.1f})",
                  f"p50 - upstream = {production['p50_over_upstream_ms']:.1f} ms (target <= 5); "
-                 f"less the emulator's own {production['emulator_ms_per_exchange']:.1f} ms: "
-                 f"{production['p50_over_upstream_and_emulator_ms']:.1f} ms; non-200: {production['errors']}"))
+                 f"emulator's work within the 40 ms: {production['emulator_work_ms_per_exchange']:.1f} ms; "
+                 f"non-200: {production['errors']}"))
     rows.append(("new upstream connections per request after warm-up",
                  f"{production['new_upstream_connections_per_request']:.3f}", "target 0"))
     cold = results["cold_start_seconds"]

@@ -151,8 +151,8 @@ class GoogleEmulator:
         self._faults: dict[str, list[int | str]] = {}
         self.connections = 0
         self.requests: Counter[str] = Counter()
-        # Seconds from each request line read to its answer written, less the injected latency:
-        # the emulator's own share of what the broker waits (the bench reports it apart).
+        # Seconds from each request line read to its answer ready: the emulator's own work, which
+        # happens within the injected latency (the bench reports it, to show it fits).
         self.service_seconds: Counter[str] = Counter()
 
     def record_service_time(self, service: str, seconds: float) -> None:
@@ -442,7 +442,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     _service: str | None = None
 
     def parse_request(self) -> bool:
-        self._received, self._service = time.perf_counter(), None
+        self._received, self._service, self._answer_at = time.perf_counter(), None, None
         return super().parse_request()
 
     def do_GET(self) -> None:
@@ -477,10 +477,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if service is None:
             return self._send(404, "application/json", b'{"error":{"code":404,"status":"NOT_FOUND"}}')
         emulator.requests[service] += 1
-        injected = emulator.latency.get(service, 0.0)
-        time.sleep(injected)
-        self._received += injected
         self._service = service
+        # A call takes the injected latency, counted from the request's arrival, as if Google
+        # answered in exactly that time: the emulator's own work happens within it.
+        self._answer_at = self._received + emulator.latency.get(service, 0.0)
         if self._fault(service):
             return None
         try:
@@ -515,6 +515,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault is None:
             return False
         if fault == "reset":
+            self._wait_until_due()
             self.close_connection = True
             self.connection.shutdown(2)
             return True
@@ -522,6 +523,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, "application/json", b"{not json")
             return True
         if isinstance(fault, str) and fault.startswith("hang:"):
+            self._wait_until_due()
             time.sleep(float(fault[5:]))
             self.close_connection = True
             return True
@@ -530,7 +532,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(status, "application/json", json.dumps(body).encode())
         return True
 
+    def _wait_until_due(self) -> None:
+        if self._service is not None:
+            self.server.emulator.record_service_time(self._service, time.perf_counter() - self._received)
+        if self._answer_at is not None:
+            time.sleep(max(0.0, self._answer_at - time.perf_counter()))
+            self._answer_at = None
+
     def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self._wait_until_due()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -539,8 +549,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         # Headers and body in one write, as one segment: a second one costs both sides a wake-up.
         self._headers_buffer.extend((b"\r\n", body))
         self.flush_headers()
-        if self._service is not None:
-            self.server.emulator.record_service_time(self._service, time.perf_counter() - self._received)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
