@@ -70,19 +70,35 @@ def rsa_ceiling(seconds: int = 3) -> float:
     return float(line.split()[-2])
 
 
-def wrk_script(headers: dict[str, str], body: str, directory: Path, delay_ms: float | None = None) -> Path:
+# wrk's delay() is asked before each request of a thread's connections: this one hands out send
+# slots on a fixed schedule (LuaJIT's ffi reads the monotonic clock), so a thread sends at its rate
+# whatever the service time, and catches up after a stall, like an open-loop load generator.
+PACING = """local ffi = require("ffi")
+ffi.cdef[[typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *ts);]]
+local ts = ffi.new("bench_timespec")
+local interval, next_slot = %(interval_ms).6f, nil
+function delay()
+  ffi.C.clock_gettime(1, ts)
+  local now = tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  next_slot = next_slot and next_slot + interval or now
+  return math.max(0, next_slot - now)
+end"""
+
+
+def wrk_script(headers: dict[str, str], body: str, directory: Path, rate_per_thread: float | None = None) -> Path:
     lines = ['wrk.method = "POST"', f'wrk.body = "{body}"',
              'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"']
     lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
-    if delay_ms is not None:
-        lines.append(f"function delay() return {delay_ms:.3f} end")
-    path = directory / f"wrk-{abs(hash((body, delay_ms)))}.lua"
+    if rate_per_thread is not None:
+        lines.append(PACING % {"interval_ms": 1000 / rate_per_thread})
+    path = directory / f"wrk-{abs(hash((body, rate_per_thread)))}.lua"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
-    threads = min(connections, 2)
+def run_wrk(url: str, script: Path, connections: int, seconds: float, threads: int = 2) -> WrkResult:
+    threads = min(connections, threads)
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
          url],
@@ -100,19 +116,9 @@ def _latency(output: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def calibrated_pacing(url: str, headers: dict[str, str], scratch: Path, connections: int, target: float) -> Path:
-    """A wrk script whose delay() holds ``connections`` at ``target`` requests/s.
-
-    Each connection makes one request per (service time + delay); the service time
-    at the target load is measured by two short calibration runs.
-    """
-    delay_ms = 1000 * connections / target
-    for _ in range(2):
-        script = wrk_script(headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
-        achieved = run_wrk(url, script, connections, 3).requests_per_second
-        service_ms = 1000 * connections / achieved - delay_ms
-        delay_ms = max(0.0, 1000 * connections / target - service_ms)
-    return wrk_script(headers, "grant_type=client_credentials", scratch, delay_ms=delay_ms)
+def paced(headers: dict[str, str], scratch: Path, threads: int, target: float) -> Path:
+    """A wrk script that holds ``threads`` wrk threads together at ``target`` requests/s."""
+    return wrk_script(headers, "grant_type=client_credentials", scratch, rate_per_thread=target / threads)
 
 
 def cold_start(command: list[str], env: dict[str, str], port: int, probe) -> float:
@@ -243,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sustain_seconds > 0:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
             peak = max(result["requests_per_second"] for result in results["id_token"].values())
-            connections, target = 8, 0.7 * peak
-            paced = calibrated_pacing(token_url, lb_headers, scratch, connections, target)
+            connections, threads, target = 8, 2, 0.7 * peak
+            paced_script = paced(lb_headers, scratch, threads, target)
             rss_before = worker_rss_kib(function.process.pid)
-            sustained = run_wrk(token_url, paced, connections, args.sustain_seconds)
+            sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds, threads)
             rss_after = worker_rss_kib(function.process.pid)
             results["sustained"] = vars(sustained) | {
                 "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,
