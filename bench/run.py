@@ -97,8 +97,8 @@ def wrk_script(headers: dict[str, str], body: str, directory: Path, rate_per_thr
     return path
 
 
-def run_wrk(url: str, script: Path, connections: int, seconds: float, threads: int = 2) -> WrkResult:
-    threads = min(connections, threads)
+def run_wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
+    threads = wrk_threads(connections)
     output = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
          url],
@@ -116,9 +116,14 @@ def _latency(output: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def paced(headers: dict[str, str], scratch: Path, threads: int, target: float) -> Path:
-    """A wrk script that holds ``threads`` wrk threads together at ``target`` requests/s."""
-    return wrk_script(headers, "grant_type=client_credentials", scratch, rate_per_thread=target / threads)
+def wrk_threads(connections: int) -> int:
+    return min(connections, 2)
+
+
+def paced(headers: dict[str, str], scratch: Path, connections: int, target: float) -> Path:
+    """A wrk script that holds ``connections`` together at ``target`` requests/s."""
+    return wrk_script(headers, "grant_type=client_credentials", scratch,
+                      rate_per_thread=target / wrk_threads(connections))
 
 
 def cold_start(command: list[str], env: dict[str, str], port: int, probe) -> float:
@@ -249,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.sustain_seconds > 0:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
             peak = max(result["requests_per_second"] for result in results["id_token"].values())
-            connections, threads, target = 8, 2, 0.7 * peak
-            paced_script = paced(lb_headers, scratch, threads, target)
+            connections, target = 8, 0.7 * peak
+            paced_script = paced(lb_headers, scratch, connections, target)
             rss_before = worker_rss_kib(function.process.pid)
-            sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds, threads)
+            sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds)
             rss_after = worker_rss_kib(function.process.pid)
             results["sustained"] = vars(sustained) | {
                 "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,

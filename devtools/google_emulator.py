@@ -253,12 +253,12 @@ class GoogleEmulator:
         parsed = _parse_compact_jws(token)
         if parsed is None:
             raise oauth_error("invalid_grant", "Unable to parse the ID Token.")
-        header, unverified, signature = parsed
+        header, claims, signature = parsed
         if header.get("alg") not in ("RS256", "ES256") or not isinstance(header.get("kid"), str) or not header["kid"]:
             raise oauth_error("invalid_grant",
                               "The ID Token header must contain a 'kid' and an 'alg' of RS256 or ES256.")
-        if unverified.get("iss") != provider.issuer_uri:
-            raise oauth_error("invalid_grant", f"The issuer in ID Token {unverified.get('iss')} does not match "
+        if claims.get("iss") != provider.issuer_uri:
+            raise oauth_error("invalid_grant", f"The issuer in ID Token {claims.get('iss')} does not match "
                                                f"the expected ones: {provider.issuer_uri}.")
         key = self._issuer_key(provider.issuer_uri, header["kid"])
         if key is None:
@@ -267,7 +267,6 @@ class GoogleEmulator:
         signing_input = token.rpartition(".")[0].encode()
         if key.algorithm_name != header["alg"] or not key.Algorithm.verify(signing_input, key.key, signature):
             raise oauth_error("invalid_grant", "Invalid ID Token signature.")
-        claims = unverified
         now = time.time() + self.clock_skew
         iat, exp = claims.get("iat"), claims.get("exp")
         if not isinstance(iat, int) or not isinstance(exp, int):
