@@ -84,13 +84,16 @@ class ConnectionPool:
         self._idle = {}
 
     def acquire(self, origin: Origin, connect_timeout: float) -> http.client.HTTPConnection:
-        with self._lock:
-            idle = self._idle.get(origin)
-            while idle:
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    break
                 connection = idle.pop()
-                if not _dropped(connection):
-                    return connection
-                connection.close()
+            # The liveness check is a system call: outside the lock every thread shares.
+            if not _dropped(connection):
+                return connection
+            connection.close()
         scheme, host, port = origin
         if scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
