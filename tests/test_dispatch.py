@@ -1,6 +1,5 @@
 """The whole request path below main.py, with plain values: routing, token endpoint, audit line."""
 
-import dataclasses
 import json
 
 import jwt
@@ -147,7 +146,7 @@ def test_wrong_content_type_is_refused(service, audit):
 
 def test_disabled_flow_is_unsupported_grant_type(environ, rsa_key, audit):
     # Only one flow exists today; a settings object with it disabled stands for a future flow set.
-    settings = dataclasses.replace(load_settings(environ), auth_flows=frozenset())
+    settings = load_settings(environ)._replace(auth_flows=frozenset())
     service = TokenService(settings, LocalKeySigner(rsa_key, "RS256"), JsonLineWriter(audit.stream))
     response, body = post_token(service, b"grant_type=client_credentials")
     assert response.status == 400 and body["error"] == "unsupported_grant_type"

@@ -18,8 +18,8 @@ import re
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import IO, Any, Protocol
+from types import MappingProxyType
+from typing import IO, Any, NamedTuple, Protocol
 
 from token_service.background import BackgroundLoader
 from token_service.compact_json import compact_json_text
@@ -38,23 +38,20 @@ _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
 
-@dataclass(frozen=True)
-class Trace:
+class Trace(NamedTuple):
     trace_id: str
     span_id: str | None
     sampled: bool
 
 
-@dataclass(frozen=True)
-class HttpRequestInfo:
+class HttpRequestInfo(NamedTuple):
     method: str
     url: str
     user_agent: str
     remote_ip: str
 
 
-@dataclass(frozen=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
     severity: str
     message: str
     labels: dict[str, str]
@@ -62,7 +59,7 @@ class AuditRecord:
     http_request: HttpRequestInfo | None = None
     status: int = 200
     latency_seconds: float = 0.0
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = MappingProxyType({})
 
 
 class AuditWriter(Protocol):
@@ -140,15 +137,14 @@ def fitted(record: AuditRecord) -> AuditRecord:
 def _cut(record: AuditRecord, limit: int) -> AuditRecord:
     queried = max(limit, QUERIED_VALUE_LIMIT)
     request = record.http_request
-    return replace(
-        record,
+    return record._replace(
         message=bounded(record.message, queried),
         labels={name: bounded(value, limit if name.startswith(HEADER_LABEL_PREFIX) else queried)
                 for name, value in record.labels.items()},
         fields={name: bounded(value, limit) if isinstance(value, str) else value
                 for name, value in record.fields.items()},
-        http_request=request and replace(request, url=bounded(request.url, limit),
-                                         user_agent=bounded(request.user_agent, limit)),
+        http_request=request and request._replace(url=bounded(request.url, limit),
+                                                  user_agent=bounded(request.user_agent, limit)),
     )
 
 

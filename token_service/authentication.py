@@ -10,9 +10,8 @@ the claims that record the proof, and how long the proof stays valid.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from token_service import mtls
 from token_service.claims import assertion_proof, certificate_proof, secret_proof
@@ -28,8 +27,7 @@ if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
 SECRET_CLIENT_PREFIX = "secret:"
 
 
-@dataclass(frozen=True)
-class AuthenticatedClient:
+class AuthenticatedClient(NamedTuple):
     client_id: str
     flow: str
     facts: ClientFacts

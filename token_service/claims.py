@@ -12,14 +12,12 @@ more.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_service.mtls import ClientCertificate
 
 
-@dataclass(frozen=True)
-class IdTokenClaims:
+class IdTokenClaims(NamedTuple):
     """The registered claims plus the broker's own, as one JSON-ready mapping."""
 
     payload: dict[str, Any]

@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from token_service.errors import OAuthError, Reason, invalid_request
@@ -46,8 +46,7 @@ def verify_secret(secret: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-@dataclass(frozen=True)
-class ClientCredentials:
+class ClientCredentials(NamedTuple):
     client_id: str
     secret: str
     method: str  # client_secret_basic | client_secret_post

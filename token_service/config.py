@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 XLB_MTLS_FLOW = "xlb-mtls-client-credentials"
@@ -72,8 +72,7 @@ class ConfigurationError(Exception):
         )
 
 
-@dataclass(frozen=True)
-class MtlsHeaderNames:
+class MtlsHeaderNames(NamedTuple):
     """Names of the request headers the load balancer fills from the client certificate."""
 
     client_id: str
@@ -93,8 +92,7 @@ class MtlsHeaderNames:
         return tuple(getattr(self, attribute) for attribute in MTLS_HEADER_DEFAULTS)
 
 
-@dataclass(frozen=True)
-class WorkloadIdentityProvider:
+class WorkloadIdentityProvider(NamedTuple):
     """The workload identity pool provider that trusts this broker as an OIDC issuer."""
 
     project_number: str
@@ -125,16 +123,14 @@ class WorkloadIdentityProvider:
         )
 
 
-@dataclass(frozen=True)
-class SignerSettings:
+class SignerSettings(NamedTuple):
     kind: str
     algorithm: str
     key_file: str | None
     service_account: str | None  # iam signer; None: the runtime service account
 
 
-@dataclass(frozen=True)
-class GoogleSettings:
+class GoogleSettings(NamedTuple):
     """Where Google's APIs are (overridable for Private Service Connect and tests)."""
 
     sts_endpoint: str
@@ -149,8 +145,7 @@ class GoogleSettings:
         return f"{self.service_account_keys_endpoint}/service_accounts/v1/metadata/jwk/{email}"
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     issuer: str
     provider: WorkloadIdentityProvider
     auth_flows: frozenset[str]

@@ -8,7 +8,7 @@ nothing below this module sees HTTP.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from token_service.audit import HttpRequestInfo
 from token_service.compact_json import compact_json
@@ -21,8 +21,7 @@ JWKS_PATHS = ("/jwks", "/.well-known/jwks.json")
 PUBLIC_CACHE = ("Cache-Control", "public, max-age=300")
 
 
-@dataclass(frozen=True)
-class HttpRequest:
+class HttpRequest(NamedTuple):
     method: str
     path: str
     headers: Mapping[str, str]  # lower-cased names
@@ -31,8 +30,7 @@ class HttpRequest:
     remote_ip: str = ""
 
 
-@dataclass(frozen=True)
-class HttpResponse:
+class HttpResponse(NamedTuple):
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes

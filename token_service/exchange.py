@@ -16,8 +16,9 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from token_service.config import CLOUD_PLATFORM_SCOPE, SERVICE_ACCOUNT_EMAIL, WorkloadIdentityProvider
 from token_service.errors import OAuthError, Reason, access_denied, invalid_request, temporarily_unavailable
@@ -32,8 +33,7 @@ _AUDIENCE = re.compile(r"^[\x21-\x7e]{1,1024}$")
 SLOT_WAIT_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
-class ExchangeRequest:
+class ExchangeRequest(NamedTuple):
     scopes: tuple[str, ...] = ()
     service_account: str | None = None
     audience: str | None = None
@@ -43,8 +43,7 @@ class ExchangeRequest:
         return bool(self.scopes or self.service_account or self.audience)
 
 
-@dataclass(frozen=True)
-class ExchangedToken:
+class ExchangedToken(NamedTuple):
     """What goes beside the ID token in the response (RFC 8693 section 2.2.1 names)."""
 
     access_token: str
@@ -52,7 +51,7 @@ class ExchangedToken:
     expires_in: int
     scope: str | None
     summary: str  # for the audit message, e.g. "an access token of sa@..."
-    audit: dict[str, str] = field(default_factory=dict)
+    audit: Mapping[str, str] = MappingProxyType({})
 
 
 def parse_exchange_request(parameters: dict[str, str]) -> ExchangeRequest:

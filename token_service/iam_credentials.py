@@ -10,8 +10,8 @@ access token. Errors come in Google's envelope
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from urllib.parse import quote
 
 from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable, bearer
@@ -19,8 +19,7 @@ from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUna
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-@dataclass(frozen=True)
-class ServiceAccountToken:
+class ServiceAccountToken(NamedTuple):
     token: str
     expires_at: int
 

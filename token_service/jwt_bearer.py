@@ -14,8 +14,8 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 import jwt
 
@@ -29,8 +29,7 @@ ALGORITHMS = ("RS256", "ES256")
 MAX_SUBJECT_BYTES = 127
 
 
-@dataclass(frozen=True)
-class VerifiedAssertion:
+class VerifiedAssertion(NamedTuple):
     issuer: TrustedIssuer
     claims: dict[str, Any]
 

@@ -13,9 +13,8 @@ import binascii
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_client
@@ -28,8 +27,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 
-@dataclass(frozen=True)
-class ClientCertificate:
+class ClientCertificate(NamedTuple):
     """What the load balancer reported about a verified client certificate."""
 
     client_id: str
@@ -193,7 +191,7 @@ def _with_client_id(certificate: ClientCertificate, names: MtlsHeaderNames) -> C
             f"federation accepts at most {MAX_CLIENT_ID_BYTES} bytes in google.subject",
             Reason.CLIENT_ID_TOO_LONG,
         )
-    return replace(certificate, client_id=client_id)
+    return certificate._replace(client_id=client_id)
 
 
 def _check_validity(certificate: ClientCertificate, now: datetime) -> None:

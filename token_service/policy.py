@@ -14,8 +14,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from token_service.config import ConfigurationError
@@ -30,8 +30,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_ASSERTION_LIFETIME = 24 * 3600
 
 
-@dataclass(frozen=True)
-class TrustedIssuer:
+class TrustedIssuer(NamedTuple):
     name: str
     issuer: str
     jwks_uri: str | None  # None: discovery at <issuer>/.well-known/openid-configuration
@@ -40,39 +39,34 @@ class TrustedIssuer:
     max_assertion_lifetime: int
 
 
-@dataclass(frozen=True)
-class CertificateMatch:
+class CertificateMatch(NamedTuple):
     spiffe_id: tuple[str, ...] = ()
     dns_san: tuple[str, ...] = ()
     uri_san: tuple[str, ...] = ()
     sha256: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class AssertionMatch:
+class AssertionMatch(NamedTuple):
     issuer: str  # a TrustedIssuer name
     subject: tuple[str, ...] = ()
     audience: tuple[str, ...] = ()
     claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
-@dataclass(frozen=True)
-class SecretMatch:
+class SecretMatch(NamedTuple):
     client_id: str
     secret_hashes: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Allowance:
+class Allowance(NamedTuple):
     service_accounts: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
     audiences: tuple[str, ...] = ()
     max_token_lifetime: int | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(NamedTuple):
     name: str
     certificate: CertificateMatch | None
     assertion: AssertionMatch | None
@@ -80,8 +74,7 @@ class Rule:
     allow: Allowance
 
 
-@dataclass(frozen=True)
-class ClientFacts:
+class ClientFacts(NamedTuple):
     """What a client proved, flattened for matching."""
 
     flow: str
@@ -92,12 +85,11 @@ class ClientFacts:
     issuer_name: str = ""
     subject: str = ""
     audiences: tuple[str, ...] = ()
-    claims: Mapping[str, Any] = field(default_factory=dict)
+    claims: Mapping[str, Any] = MappingProxyType({})
     secret_client_id: str = ""
 
 
-@dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     rule: str  # "" when no policy is loaded
     max_token_lifetime: int | None
     extra_claims: dict[str, Any]
@@ -106,8 +98,7 @@ class Grant:
 OPEN_GRANT = Grant(rule="", max_token_lifetime=None, extra_claims={})
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     issuers: dict[str, TrustedIssuer]
     rules: tuple[Rule, ...]
     source: str

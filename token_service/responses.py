@@ -7,8 +7,7 @@ credential helper's stdout (AIP-4117): the same statuses, another body.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_service.errors import OAuthError
 from token_service.exchange import ExchangedToken
@@ -20,8 +19,7 @@ RESPONSE_FORMATS = (OAUTH_FORMAT, EXTERNAL_CREDENTIAL_FORMAT)
 EXECUTABLE_RESPONSE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class IssuedTokens:
+class IssuedTokens(NamedTuple):
     id_token: str
     id_token_expires_at: int
     exchanged: ExchangedToken | None = None

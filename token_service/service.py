@@ -11,9 +11,8 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from token_service.audit import (
     AuditWriter,
@@ -53,8 +52,7 @@ IN_MEMORY_PARAMETERS = frozenset({b"grant_type", b"client_id", b"format"})
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
 
-@dataclass(frozen=True)
-class TokenResult:
+class TokenResult(NamedTuple):
     status: int
     body: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = NO_STORE

@@ -7,7 +7,7 @@ google-auth does; STS answers errors in OAuth form (``error``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable
@@ -17,8 +17,7 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
 
 
-@dataclass(frozen=True)
-class FederatedToken:
+class FederatedToken(NamedTuple):
     access_token: str
     expires_in: int
     scope: str

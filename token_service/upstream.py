@@ -21,8 +21,8 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -30,11 +30,10 @@ USER_AGENT = "token-service-python"
 MAX_RESPONSE_BYTES = 1 << 20  # Google's answers are a few KiB; a larger one is a fault, not a token
 
 
-@dataclass(frozen=True)
-class UpstreamResponse:
+class UpstreamResponse(NamedTuple):
     status: int
     body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive when from http.client
+    headers: Mapping[str, str] = MappingProxyType({})  # case-insensitive when from http.client
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -50,8 +49,7 @@ class UpstreamUnavailable(Exception):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
+class RetryPolicy(NamedTuple):
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
     budget: float = 15.0  # seconds for all attempts and back-off together
