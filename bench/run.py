@@ -167,14 +167,25 @@ def gets_hello(port: int) -> bool:
         return response.status == 200
 
 
+def workers(master_pid: int) -> list[str]:
+    """The gunicorn workers: the master's children."""
+    return Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+
+
 def worker_rss_kib(master_pid: int) -> list[int]:
-    """VmRSS of each gunicorn worker (the master's children)."""
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    sizes = []
-    for pid in children:
-        status = Path(f"/proc/{pid}/status").read_text()
-        sizes.append(int(re.search(r"VmRSS:\s+(\d+)", status).group(1)))
-    return sizes
+    """VmRSS of each worker."""
+    return [int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+            for pid in workers(master_pid)]
+
+
+def worker_cpu_seconds(master_pid: int) -> list[float]:
+    """User and system CPU time of each worker so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    times = []
+    for pid in workers(master_pid):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        times.append((int(fields[11]) + int(fields[12])) / ticks)  # utime, stime
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,10 +275,13 @@ def main(argv: list[str] | None = None) -> int:
             peak = max(result["requests_per_second"] for result in results["id_token"].values())
             connections, target = 8, 0.7 * peak
             paced_script = paced(lb_headers, scratch, connections, target)
-            rss_before = worker_rss_kib(function.process.pid)
+            rss_before, cpu_before = worker_rss_kib(function.process.pid), worker_cpu_seconds(function.process.pid)
             sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds)
-            rss_after = worker_rss_kib(function.process.pid)
+            rss_after, cpu_after = worker_rss_kib(function.process.pid), worker_cpu_seconds(function.process.pid)
             results["sustained"] = vars(sustained) | {
+                # How the kernel happened to spread wrk's connections between the workers shows here.
+                "worker_core_shares": [round((after - before) / args.sustain_seconds, 3)
+                                       for before, after in zip(cpu_before, cpu_after, strict=True)],
                 "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,
                 "rss_kib_before": rss_before, "rss_kib_after": rss_after,
                 "rss_growth": max(after / before - 1 for before, after in zip(rss_before, rss_after, strict=True)),
@@ -376,7 +390,8 @@ def report(results: dict) -> None:
                      f"{sustained['requests_per_second']:.0f}/s  ({sustained['p50_ms']:.2f} / "
                      f"{sustained['p99_ms']:.2f}, {sustained['errors']})",
                      f"p99 = {sustained['p99_ms'] / sustained['p50_ms']:.1f} x p50 (target <= 3); "
-                     f"RSS growth {sustained['rss_growth']:.1%} (target < 5%)"))
+                     f"RSS growth {sustained['rss_growth']:.1%} (target < 5%); each worker used "
+                     f"{' and '.join(f'{share:.0%}' for share in sustained['worker_core_shares'])} of a core"))
     width = max(len(row[0]) for row in rows)
     print(f"\n{'measure':<{width}}  {'value':<34}  ratio / target")
     for name, value, note in rows:
