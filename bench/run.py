@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds)
             rss_after, cpu_after = worker_rss_kib(function.process.pid), worker_cpu_seconds(function.process.pid)
             results["sustained"] = vars(sustained) | {
-                # How the kernel happened to spread wrk's connections between the workers shows here.
+                # How wrk's connections happened to spread between the workers shows here.
                 "worker_core_shares": [round((after - before) / args.sustain_seconds, 3)
                                        for before, after in zip(cpu_before, cpu_after, strict=True)],
                 "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,
