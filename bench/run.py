@@ -1,6 +1,7 @@
 """`make bench`: throughput, latency, cold start and memory, as ratios measured in one run.
 
-    .venv/bin/python -m bench.run [--seconds 10] [--repeats 3] [--sustain-seconds 300] [--cold-starts 11]
+    .venv/bin/python -m bench.run [--seconds 10] [--repeats 3] [--sustain-seconds 300] [--reference-seconds 60]
+                                  [--cold-starts 11]
 
 Everything runs on this machine, against loopback only. The function runs as
 `make run` starts it (real functions-framework), with the process settings
@@ -50,6 +51,14 @@ HELLOS = {
             "    return 'ok'\n",
     "flask": "def hello(request):\n    return 'ok'\n",
 }
+# The sustained run's reference: the ASGI hello-world made to spend, per request, the CPU a token
+# costs the broker's workers (measured in the same run), so the two differ only in what that CPU does.
+# thread_time: a request's work is CPU, which a preempted request still has to get.
+SPINNING_HELLO = ("import time\n\nimport functions_framework.aio\n\n@functions_framework.aio.http\n"
+                  "async def hello(request):\n    await request.body()\n"
+                  "    done = time.thread_time() + {seconds!r}\n    while time.thread_time() < done:\n"
+                  "        pass\n    return 'ok'\n")
+SUSTAIN_CONNECTIONS = 8
 RESULTS = ROOT / "bench" / "results"
 
 
@@ -126,6 +135,33 @@ def paced(headers: dict[str, str], scratch: Path, connections: int, target: floa
                       rate_per_thread=target / wrk_threads(connections))
 
 
+def sustain(url: str, headers: dict[str, str], scratch: Path, target: float, seconds: float,
+            master_pid: int) -> dict:
+    """Hold ``target`` requests/s over SUSTAIN_CONNECTIONS connections for ``seconds``; with the
+    workers' CPU and RSS before and after."""
+    script = paced(headers, scratch, SUSTAIN_CONNECTIONS, target)
+    rss_before, cpu_before = worker_rss_kib(master_pid), worker_cpu_seconds(master_pid)
+    result = run_wrk(url, script, SUSTAIN_CONNECTIONS, seconds)
+    rss_after, cpu_after = worker_rss_kib(master_pid), worker_cpu_seconds(master_pid)
+    cpu = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
+    return vars(result) | {
+        "target_rps": target, "seconds": seconds,
+        # How wrk's connections happened to spread between the workers shows here.
+        "worker_core_shares": [round(used / seconds, 3) for used in cpu],
+        "worker_cpu_us_per_request": 1e6 * sum(cpu) / max(1.0, result.requests_per_second * seconds),
+        "rss_kib_before": rss_before, "rss_kib_after": rss_after,
+        "rss_growth": max(after / before - 1 for before, after in zip(rss_before, rss_after, strict=True)),
+    }
+
+
+def start_hello(functions_framework: str, source: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    hello = subprocess.Popen([functions_framework, "--target=hello", f"--source={source}", "--host=127.0.0.1",
+                              f"--port={port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2)
+    return hello, f"http://127.0.0.1:{port}/token"
+
+
 def byte_compile(paths: list[Path]) -> None:
     """Write each module's bytecode, as the Cloud Functions Python buildpack does when it builds the
     function (`python3 -m compileall -f -q .` on the source; pip wrote the dependencies' here too).
@@ -193,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="ID-token runs per concurrency (median counts)")
     parser.add_argument("--sustain-seconds", type=float, default=300)
+    parser.add_argument("--reference-seconds", type=float, default=60,
+                        help="the sustained run's reference server (0: none)")
     parser.add_argument("--cold-starts", type=int, default=11,
                         help="launches per configuration, interleaved (median counts; one launch varies by 50 %%)")
     args = parser.parse_args(argv)
@@ -273,19 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.sustain_seconds > 0:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
             peak = max(result["requests_per_second"] for result in results["id_token"].values())
-            connections, target = 8, 0.7 * peak
-            paced_script = paced(lb_headers, scratch, connections, target)
-            rss_before, cpu_before = worker_rss_kib(function.process.pid), worker_cpu_seconds(function.process.pid)
-            sustained = run_wrk(token_url, paced_script, connections, args.sustain_seconds)
-            rss_after, cpu_after = worker_rss_kib(function.process.pid), worker_cpu_seconds(function.process.pid)
-            results["sustained"] = vars(sustained) | {
-                # How wrk's connections happened to spread between the workers shows here.
-                "worker_core_shares": [round((after - before) / args.sustain_seconds, 3)
-                                       for before, after in zip(cpu_before, cpu_after, strict=True)],
-                "target_rps": 0.7 * peak, "seconds": args.sustain_seconds,
-                "rss_kib_before": rss_before, "rss_kib_after": rss_after,
-                "rss_growth": max(after / before - 1 for before, after in zip(rss_before, rss_after, strict=True)),
-            }
+            results["sustained"] = sustain(token_url, lb_headers, scratch, 0.7 * peak, args.sustain_seconds,
+                                           function.process.pid)
     finally:
         gateway.shutdown()
         function.stop()
@@ -297,14 +324,33 @@ def main(argv: list[str] | None = None) -> int:
     results["hello_world"] = {}
     for mode, source in HELLOS.items():
         (scratch / f"hello_{mode}.py").write_text(source)
-        hello = subprocess.Popen([functions_framework, "--target=hello", f"--source={scratch / f'hello_{mode}.py'}",
-                                  "--host=127.0.0.1", f"--port={(hello_port := free_port())}"], env=hello_env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        hello, hello_url = start_hello(functions_framework, scratch / f"hello_{mode}.py", hello_env)
         try:
-            time.sleep(2)
-            run_wrk(f"http://127.0.0.1:{hello_port}/token", script, 8, 2)
-            results["hello_world"][mode] = {str(c): vars(run_wrk(f"http://127.0.0.1:{hello_port}/token", script,
-                                                                 c, args.seconds)) for c in (8, 32)}
+            run_wrk(hello_url, script, 8, 2)
+            cpu_before = worker_cpu_seconds(hello.pid)
+            at_8 = run_wrk(hello_url, script, 8, args.seconds)
+            used = sum(after - before for before, after in zip(cpu_before, worker_cpu_seconds(hello.pid), strict=True))
+            results["hello_world"][mode] = {
+                "8": vars(at_8) | {"worker_cpu_us_per_request": 1e6 * used / (at_8.requests_per_second * args.seconds)},
+                "32": vars(run_wrk(hello_url, script, 32, args.seconds)),
+            }
+        finally:
+            hello.terminate()
+            hello.wait()
+
+    if "sustained" in results and args.reference_seconds > 0:
+        print(f"Reference for the sustained run, {args.reference_seconds:.0f} s...", file=sys.stderr)
+        spin = max(0.0, results["sustained"]["worker_cpu_us_per_request"]
+                   - results["hello_world"]["asgi"]["8"]["worker_cpu_us_per_request"]) / 1e6
+        (scratch / "hello_spinning.py").write_text(SPINNING_HELLO.format(seconds=round(spin, 6)))
+        hello, hello_url = start_hello(functions_framework, scratch / "hello_spinning.py", hello_env)
+        try:
+            run_wrk(hello_url, script, 8, 2)
+            peak = max(run_wrk(hello_url, script, connections, args.seconds).requests_per_second
+                       for connections in (8, 32))
+            results["sustained_reference"] = sustain(hello_url, lb_headers, scratch, 0.7 * peak,
+                                                     args.reference_seconds, hello.pid) | {
+                "spin_us": spin * 1e6, "peak_rps": peak}
         finally:
             hello.terminate()
             hello.wait()
@@ -390,13 +436,25 @@ def report(results: dict) -> None:
                      f"{sustained['requests_per_second']:.0f}/s  ({sustained['p50_ms']:.2f} / "
                      f"{sustained['p99_ms']:.2f}, {sustained['errors']})",
                      f"p99 = {sustained['p99_ms'] / sustained['p50_ms']:.1f} x p50 (target <= 3); "
-                     f"RSS growth {sustained['rss_growth']:.1%} (target < 5%); each worker used "
-                     f"{' and '.join(f'{share:.0%}' for share in sustained['worker_core_shares'])} of a core"))
+                     f"RSS growth {sustained['rss_growth']:.1%} (target < 5%); " + _cpu_note(sustained)))
+    if "sustained_reference" in results:
+        reference = results["sustained_reference"]
+        rows.append((f"  reference: hello-world spinning {reference['spin_us']:.0f} us, {reference['seconds']:.0f} s "
+                     f"at {reference['target_rps']:.0f}/s",
+                     f"{reference['requests_per_second']:.0f}/s  ({reference['p50_ms']:.2f} / "
+                     f"{reference['p99_ms']:.2f}, {reference['errors']})",
+                     f"p99 = {reference['p99_ms'] / reference['p50_ms']:.1f} x p50; " + _cpu_note(reference)))
     width = max(len(row[0]) for row in rows)
     print(f"\n{'measure':<{width}}  {'value':<34}  ratio / target")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:<34}  {note}")
     print(f"\nJSON: {RESULTS / 'latest.json'}")
+
+
+def _cpu_note(sustained: dict) -> str:
+    shares = " and ".join(f"{share:.0%}" for share in sustained["worker_core_shares"])
+    return (f"rate {sustained['requests_per_second'] / sustained['target_rps']:.2f} of target; workers "
+            f"{sustained['worker_cpu_us_per_request']:.0f} us CPU per request, {shares} of a core")
 
 
 if __name__ == "__main__":
