@@ -22,6 +22,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,13 +159,21 @@ def sustain(url: str, headers: dict[str, str], scratch: Path, target: float, sec
     }
 
 
-def start_hello(functions_framework: str, source: Path, env: dict[str, str],
-                stdout=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+@contextmanager
+def hello_server(functions_framework: str, source: Path, env: dict[str, str], script: Path,
+                 stdout=subprocess.DEVNULL) -> Iterator[tuple[str, int]]:
+    """A hello-world under functions-framework, warmed up: its /token URL and gunicorn master's pid."""
     port = free_port()
     hello = subprocess.Popen([functions_framework, "--target=hello", f"--source={source}", "--host=127.0.0.1",
                               f"--port={port}"], env=env, stdout=stdout, stderr=subprocess.DEVNULL)
-    time.sleep(2)
-    return hello, f"http://127.0.0.1:{port}/token"
+    try:
+        time.sleep(2)
+        url = f"http://127.0.0.1:{port}/token"
+        run_wrk(url, script, 8, 2)
+        yield url, hello.pid
+    finally:
+        hello.terminate()
+        hello.wait()
 
 
 def sustained_reference(functions_framework: str, env: dict[str, str], scratch: Path, script: Path,
@@ -173,34 +183,33 @@ def sustained_reference(functions_framework: str, env: dict[str, str], scratch: 
     source = scratch / "hello_spinning.py"
     source.write_text(SPINNING_HELLO.format(line_bytes=line_bytes - 1))
 
-    def measure(spin: float, then=None) -> tuple[float, object]:
+    @contextmanager
+    def spinning(spin: float) -> Iterator[tuple[str, int]]:
         drain = drained_pipe(scratch / "reference.log")
-        hello, url = start_hello(functions_framework, source, {**env, "SPIN_SECONDS": repr(spin)},
-                                 stdout=drain.stdin)
-        drain.stdin.close()
         try:
-            run_wrk(url, script, 8, 2)
-            peak = max(run_wrk(url, script, connections, measure_seconds).requests_per_second
-                       for connections in (8, 32))
-            return peak, then(url, peak, hello.pid) if then else None
+            with hello_server(functions_framework, source, {**env, "SPIN_SECONDS": repr(spin)}, script,
+                              stdout=drain.stdin) as served:
+                yield served
         finally:
-            hello.terminate()
-            hello.wait()
+            drain.stdin.close()  # the server is gone: `cat` reads to the end and exits
             drain.wait(timeout=10)
+
+    def peak_of(url: str) -> float:
+        return max(run_wrk(url, script, connections, measure_seconds).requests_per_second
+                   for connections in (8, 32))
 
     # Both saturate the two cores, so each costs the machine 2 / peak seconds per request: spin the
     # difference from the bare hello-world, then correct once by what the first try measured.
     spin = max(0.0, 2 / broker_peak - 2 / hello_peak)
-    first_peak, _ = measure(spin)
+    with spinning(spin) as (url, _):
+        first_peak = peak_of(url)
     spin = max(0.0, spin + 2 / broker_peak - 2 / first_peak)
-
-    def segments(url: str, peak: float, master_pid: int) -> list[dict]:
+    with spinning(spin) as (url, master_pid):
+        peak = peak_of(url)
         # Each segment is a new wrk, so a new split of its connections between the workers; a
         # segment that could not hold the rate (one worker got most of them) measured another load.
-        return [sustain(url, headers, scratch, 0.7 * peak, seconds / REFERENCE_SEGMENTS, master_pid)
-                for _ in range(REFERENCE_SEGMENTS)]
-
-    peak, measured = measure(spin, segments)
+        measured = [sustain(url, headers, scratch, 0.7 * peak, seconds / REFERENCE_SEGMENTS, master_pid)
+                    for _ in range(REFERENCE_SEGMENTS)]
     held = [segment["p99_ms"] / segment["p50_ms"] for segment in measured
             if segment["requests_per_second"] >= 0.98 * segment["target_rps"]]
     return {"spin_us": spin * 1e6, "line_bytes": line_bytes, "peak_rps": peak, "broker_peak_rps": broker_peak,
@@ -325,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             ranked = sorted(measured, key=lambda run: run["ratio"])
             results["id_token"][str(connections)] = ranked[len(ranked) // 2] | {
                 "ratios": [round(run["ratio"], 3) for run in measured]}
+        id_token_peak = max(result["requests_per_second"] for result in results["id_token"].values())
         results["rsa_ceilings"] = ceilings
         results["rsa_sign_per_second"] = statistics.median(ceilings)
         results["worker_rss_kib_after_load"] = worker_rss_kib(function.process.pid)
@@ -360,9 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.sustain_seconds > 0:
             print(f"Sustained load at 70 % of peak for {args.sustain_seconds:.0f} s...", file=sys.stderr)
-            peak = max(result["requests_per_second"] for result in results["id_token"].values())
-            results["sustained"] = sustain(token_url, lb_headers, scratch, 0.7 * peak, args.sustain_seconds,
-                                           function.process.pid)
+            results["sustained"] = sustain(token_url, lb_headers, scratch, 0.7 * id_token_peak,
+                                           args.sustain_seconds, function.process.pid)
     finally:
         gateway.shutdown()
         function.stop()
@@ -373,21 +382,16 @@ def main(argv: list[str] | None = None) -> int:
     results["hello_world"] = {}
     for mode, source in HELLOS.items():
         (scratch / f"hello_{mode}.py").write_text(source)
-        hello, hello_url = start_hello(functions_framework, scratch / f"hello_{mode}.py", hello_env)
-        try:
-            run_wrk(hello_url, script, 8, 2)
+        with hello_server(functions_framework, scratch / f"hello_{mode}.py", hello_env, script) as (hello_url, _):
             results["hello_world"][mode] = {str(c): vars(run_wrk(hello_url, script, c, args.seconds))
                                             for c in (8, 32)}
-        finally:
-            hello.terminate()
-            hello.wait()
 
     if "sustained" in results and args.reference_seconds > 0:
         print(f"Reference for the sustained run, {args.reference_seconds:.0f} s...", file=sys.stderr)
         audit = (scratch / "audit.log").read_bytes()
         results["sustained_reference"] = sustained_reference(
             functions_framework, hello_env, scratch, script, lb_headers,
-            broker_peak=results["sustained"]["target_rps"] / 0.7,
+            broker_peak=id_token_peak,
             hello_peak=results["hello_world"]["asgi"]["8"]["requests_per_second"],
             line_bytes=len(audit) // max(1, audit.count(b"\n")), seconds=args.reference_seconds,
             measure_seconds=args.seconds)
