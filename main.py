@@ -10,7 +10,9 @@ serves with uvicorn workers instead of Flask on gunicorn's threads: about a
 quarter of the framework's cost per request. Requests that answer from memory
 (discovery, JWKS, refusals, ID tokens signed with a local key) run on the event
 loop; requests that may wait on the network or on slow hashing run on a pool of
-``THREADS`` threads per worker, so a slow Google never stalls the loop.
+``THREADS`` threads per worker, so a slow Google never stalls the loop. Audit
+lines leave through ``log_pipe.BatchedLines``: the requests answered in one loop
+iteration share a pipe write.
 """
 
 from __future__ import annotations
@@ -27,13 +29,16 @@ from starlette.responses import Response
 
 from token_service.config import ConfigurationError
 from token_service.dispatch import HttpRequest, dispatch, may_wait
+from token_service.log_pipe import BatchedLines
 from token_service.service import service_from_environment
 from token_service.token_request import MAX_BODY_BYTES
 
 
 def _start():
+    # sys.__stdout__: the process's own stdout, whatever functions-framework puts in sys.stdout.
+    audit_lines = BatchedLines(sys.__stdout__)
     try:
-        return service_from_environment(os.environ)
+        return service_from_environment(os.environ, audit_lines)
     except ConfigurationError as error:
         # One structured line Cloud Logging shows as an error, then stop the cold start.
         print(json.dumps({"severity": "CRITICAL", "message": f"token service not started: {error}"}),

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from token_service.audit import (
     AuditWriter,
@@ -217,8 +217,11 @@ class TokenService:
         return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at)
 
 
-def service_from_environment(environ: Mapping[str, str]) -> TokenService:
-    """Build the service from configuration; raises ``ConfigurationError`` (fail closed)."""
+def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] | None = None) -> TokenService:
+    """Build the service from configuration; raises ``ConfigurationError`` (fail closed).
+
+    Audit lines go to ``audit_stream`` (the deployed function's is ``log_pipe.BatchedLines``),
+    or to standard output."""
     settings = load_settings(environ)
     google = settings.google
     upstream = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds))
@@ -230,7 +233,7 @@ def service_from_environment(environ: Mapping[str, str]) -> TokenService:
         google.service_account_token_lifetime,
         google.max_concurrent_exchanges,
     )
-    audit = audit_writer(settings.audit_log_handler, settings.project_id)
+    audit = audit_writer(settings.audit_log_handler, settings.project_id, audit_stream)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
     assertions = None
     if policy and JWT_BEARER_FLOW in settings.auth_flows:
