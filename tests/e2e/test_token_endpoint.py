@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 
 import jwt
 import pytest
@@ -163,3 +164,25 @@ def test_discovery_redirect_and_errors_through_the_gateway(stack):
     assert session.get(stack.url + "/nothing", timeout=10).status_code == 404
     wrong = session.get(stack.url + "/token", timeout=10)
     assert wrong.status_code == 405 and wrong.headers["Allow"] == "POST"
+
+
+@pytest.mark.parametrize("handler", ["json", "cloud-logging"])
+def test_concurrent_attempts_on_two_workers_each_log_one_whole_line(tmp_path_factory, handler):
+    """Two workers share the stdout pipe and batch their lines: none is lost, split or repeated."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.e2e.conftest import launch, stop
+
+    overrides = {"WORKERS": "2", "THREADS": "8", "AUDIT_LOG_HANDLER": handler, "GOOGLE_CLOUD_PROJECT": "local-project"}
+    stack, function, servers, log = launch(tmp_path_factory, f"two-workers-{handler}", overrides)
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            results = list(pool.map(lambda _: stack.post_token(), range(120)))
+        assert all(response.status_code == 200 for response, _ in results)
+        assert len({audit["logging.googleapis.com/labels"]["jti"] for _, audit in results}) == 120
+        written = [text for text in stack.audit_file.read_text().split("\n") if text.strip()]
+        token_lines = [entry for entry in map(json.loads, written)
+                       if entry.get("logging.googleapis.com/labels", {}).get("event") == "token"]
+        assert len(token_lines) == 120
+    finally:
+        stop(function, servers, log)
