@@ -43,9 +43,9 @@ def at_end_of_loop_iteration(callback: Callable[[], None]) -> bool:
 class BatchedLines(io.TextIOBase):
     """A text stream for whole lines (each ``write()`` one or more complete lines).
 
-    ``flush()`` writes nothing by itself while a write is due at the end of the loop iteration:
-    the writers that call it after every line (``logging.StreamHandler`` among them) leave the
-    timing to this stream.
+    ``flush()`` does nothing: a line is written at once or is due by the end of the loop
+    iteration, so the writers that flush after every line (``logging.StreamHandler`` among
+    them) leave the timing to this stream. ``write_pending()`` writes what is due now.
     """
 
     def __init__(self, target: IO[str], defer: Deferrer = at_end_of_loop_iteration):
@@ -80,12 +80,10 @@ class BatchedLines(io.TextIOBase):
         return len(lines)
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._due:
-                self._write_locked()
+        pass
 
     def write_pending(self) -> None:
-        """Write what is pending now (the deferred call, and at exit)."""
+        """Write what is due now (the deferred call, and at exit)."""
         with self._lock:
             self._due = False
             self._write_locked()
