@@ -146,14 +146,18 @@ def sustain(url: str, headers: dict[str, str], scratch: Path, target: float, sec
     workers' CPU and RSS before and after."""
     script = paced(headers, scratch, SUSTAIN_CONNECTIONS, target)
     rss_before, cpu_before = worker_rss_kib(master_pid), worker_cpu_seconds(master_pid)
+    writes_before = worker_writes(master_pid)
     result = run_wrk(url, script, SUSTAIN_CONNECTIONS, seconds)
     rss_after, cpu_after = worker_rss_kib(master_pid), worker_cpu_seconds(master_pid)
     cpu = [after - before for before, after in zip(cpu_before, cpu_after, strict=True)]
+    requests = max(1.0, result.requests_per_second * seconds)
     return vars(result) | {
         "target_rps": target, "seconds": seconds,
         # How wrk's connections happened to spread between the workers shows here.
         "worker_core_shares": [round(used / seconds, 3) for used in cpu],
-        "worker_cpu_us_per_request": 1e6 * sum(cpu) / max(1.0, result.requests_per_second * seconds),
+        "worker_cpu_us_per_request": 1e6 * sum(cpu) / requests,
+        # To sockets and to the audit pipe: one writev per response, audit lines batched per loop iteration.
+        "worker_writes_per_request": (worker_writes(master_pid) - writes_before) / requests,
         "rss_kib_before": rss_before, "rss_kib_after": rss_after,
         "rss_growth": max(after / before - 1 for before, after in zip(rss_before, rss_after, strict=True)),
     }
@@ -275,6 +279,12 @@ def worker_rss_kib(master_pid: int) -> list[int]:
     """VmRSS of each worker."""
     return [int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
             for pid in workers(master_pid)]
+
+
+def worker_writes(master_pid: int) -> int:
+    """write() and writev() calls of all workers so far, to sockets and to the audit pipe."""
+    return sum(int(re.search(r"syscw:\s+(\d+)", Path(f"/proc/{pid}/io").read_text()).group(1))
+               for pid in workers(master_pid))
 
 
 def worker_cpu_seconds(master_pid: int) -> list[float]:
@@ -499,7 +509,8 @@ def report(results: dict) -> None:
 def _cpu_note(sustained: dict) -> str:
     shares = " and ".join(f"{share:.0%}" for share in sustained["worker_core_shares"])
     return (f"rate {sustained['requests_per_second'] / sustained['target_rps']:.2f} of target; workers "
-            f"{sustained['worker_cpu_us_per_request']:.0f} us CPU per request, {shares} of a core")
+            f"{sustained['worker_cpu_us_per_request']:.0f} us CPU and "
+            f"{sustained['worker_writes_per_request']:.2f} writes per request, {shares} of a core")
 
 
 if __name__ == "__main__":
