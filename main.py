@@ -72,10 +72,12 @@ async def handle_request(request: Request) -> Response:
 
 
 def _headers(request: Request) -> dict[str, str]:
-    """Lower-cased names; a repeated header's values joined with commas, as gunicorn's WSGI does,
-    so a second copy of an mTLS header makes its value malformed instead of replacing it."""
+    """Lower-cased names (as the ASGI scope has them); a repeated header's values joined with commas,
+    as gunicorn's WSGI does, so a second copy of an mTLS header makes its value malformed instead of
+    replacing it."""
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():
+    for raw_name, raw_value in request.scope["headers"]:
+        name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     return headers
 

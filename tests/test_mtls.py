@@ -126,6 +126,22 @@ def test_expired_certificate_is_refused_even_if_the_header_says_verified(names):
     assert error.reason is Reason.CERTIFICATE_EXPIRED
 
 
+def test_the_same_headers_are_checked_against_the_time_of_each_request(names):
+    """Parsed header values are remembered per certificate; the validity check never is."""
+    headers = verified_headers(**{"X-Client-Cert-Valid-Not-After": "2026-06-01T12:00:00+00:00"})
+    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+    with pytest.raises(OAuthError) as raised:
+        mtls.authenticate(headers, names, datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+    assert raised.value.reason is Reason.CERTIFICATE_EXPIRED
+    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+
+
+def test_a_malformed_header_is_refused_every_time(names):
+    headers = verified_headers(**{"X-Client-Cert-Serial-Number": "00:c9\x07"})
+    for _ in range(2):
+        assert refusal(headers, names).reason is Reason.MALFORMED_CERTIFICATE_HEADER
+
+
 def test_not_yet_valid_certificate(names):
     error = refusal(verified_headers(**{"X-Client-Cert-Valid-Not-Before": "2026-06-02T00:00:00Z"}), names)
     assert error.reason is Reason.CERTIFICATE_NOT_YET_VALID

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -81,19 +82,28 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
             Reason.CERTIFICATE_ERROR,
         )
 
-    fingerprint = _fingerprint(header(names.sha256_fingerprint), names.sha256_fingerprint)
-    certificate = ClientCertificate(
-        client_id="",
-        sha256_fingerprint=fingerprint,
-        serial_number=_printable(header(names.serial_number), names.serial_number),
-        spiffe_id=_spiffe_id(header(names.spiffe_id), names.spiffe_id),
-        dns_sans=_san_list(header(names.dnsname_sans), names.dnsname_sans),
-        uri_sans=_san_list(header(names.uri_sans), names.uri_sans),
-        not_before=_timestamp(header(names.valid_not_before), names.valid_not_before),
-        not_after=_timestamp(header(names.valid_not_after), names.valid_not_after),
-    )
+    reported = (names.sha256_fingerprint, names.serial_number, names.spiffe_id, names.dnsname_sans,
+                names.uri_sans, names.valid_not_before, names.valid_not_after)
+    certificate = _reported_certificate(tuple(header(name) for name in reported), names)
     _check_validity(certificate, now)
     return _with_client_id(certificate, names)
+
+
+# A client presents the same certificate, so the same header values, on every request. The parse
+# depends on the values alone (the time is checked after it), and a refusal is never cached.
+@functools.lru_cache(maxsize=1024)
+def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames) -> ClientCertificate:
+    fingerprint, serial, spiffe_id, dns_sans, uri_sans, not_before, not_after = values
+    return ClientCertificate(
+        client_id="",
+        sha256_fingerprint=_fingerprint(fingerprint, names.sha256_fingerprint),
+        serial_number=_printable(serial, names.serial_number),
+        spiffe_id=_spiffe_id(spiffe_id, names.spiffe_id),
+        dns_sans=_san_list(dns_sans, names.dnsname_sans),
+        uri_sans=_san_list(uri_sans, names.uri_sans),
+        not_before=_timestamp(not_before, names.valid_not_before),
+        not_after=_timestamp(not_after, names.valid_not_after),
+    )
 
 
 def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
