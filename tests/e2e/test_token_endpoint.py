@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.e2e.conftest import launch, stop
 
 
 def certificate(path: str) -> x509.Certificate:
@@ -169,10 +172,6 @@ def test_discovery_redirect_and_errors_through_the_gateway(stack):
 @pytest.mark.parametrize("handler", ["json", "cloud-logging"])
 def test_concurrent_attempts_on_two_workers_each_log_one_whole_line(tmp_path_factory, handler):
     """Two workers share the stdout pipe and batch their lines: none is lost, split or repeated."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.e2e.conftest import launch, stop
-
     overrides = {"WORKERS": "2", "THREADS": "8", "AUDIT_LOG_HANDLER": handler, "GOOGLE_CLOUD_PROJECT": "local-project"}
     stack, function, servers, log = launch(tmp_path_factory, f"two-workers-{handler}", overrides)
     try:
