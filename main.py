@@ -53,14 +53,17 @@ WAITING_REQUESTS = ThreadPoolExecutor(max_workers=SERVICE.settings.threads, thre
 
 @functions_framework.aio.http
 async def handle_request(request: Request) -> Response:
-    headers = _headers(request)
+    # Plain values straight from the ASGI scope: building starlette's URL object alone took
+    # about 5 µs a request.
+    scope = request.scope
+    headers = _headers(scope["headers"])
     forwarded_for = headers.get("x-forwarded-for", "")
     http_request = HttpRequest(
-        method=request.method,
-        path=request.url.path,
+        method=scope["method"],
+        path=scope["path"],
         headers=headers,
         body=await _body(request),
-        url=str(request.url),
+        url=_logged_url(scope, headers),
         remote_ip=forwarded_for.split(",")[0].strip() or (request.client.host if request.client else ""),
     )
     if may_wait(SERVICE, http_request):
@@ -71,15 +74,24 @@ async def handle_request(request: Request) -> Response:
     return Response(response.body, response.status, headers=dict(response.headers))
 
 
-def _headers(request: Request) -> dict[str, str]:
+def _headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Lower-cased names (as the ASGI scope has them); a repeated header's values joined with commas,
     as gunicorn's WSGI does, so a second copy of an mTLS header makes its value malformed instead of
     replacing it."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in request.scope["headers"]:
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
+    if len(headers) == len(raw_headers):
+        return headers
+    headers = {}
+    for raw_name, raw_value in raw_headers:
         name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value
     return headers
+
+
+def _logged_url(scope: dict, headers: dict[str, str]) -> str:
+    """The URL the audit line records: scheme, host and path, never the query string: nothing
+    reads it, and a client that put a secret there must not find it in the log."""
+    return f"{scope['scheme']}://{headers.get('host', '')}{scope['path']}"
 
 
 async def _body(request: Request) -> bytes:

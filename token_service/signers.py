@@ -27,6 +27,9 @@ from token_service.runtime_credentials import CredentialsUnavailable, RuntimeCre
 from token_service.upstream import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
+# Stateless, so built once instead of for every token.
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
 
 
 class SigningError(Exception):
@@ -86,7 +89,7 @@ class LocalKeySigner:
         signing_input = self._header + b"." + _b64(compact_json(dict(claims)))
         key = self._private_key
         if isinstance(key, rsa.RSAPrivateKey):
-            signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+            signature = key.sign(signing_input, _PKCS1V15, _SHA256)
         else:  # ES256: the JWS form of an ECDSA signature is r || s, 32 bytes each
             r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
             signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
@@ -144,6 +145,16 @@ def test_client_supplied_certificate_headers_are_replaced(stack):
     response, audit = stack.post_token(None, headers=forged)
     assert response.status_code == 401
     assert audit["logging.googleapis.com/labels"]["header/x-client-cert-present"] == "false"
+
+
+def test_audit_url_never_holds_the_query_string(stack):
+    trace_id = uuid.uuid4().hex
+    response = stack.session("client").post(
+        f"{stack.url}/token?client_secret=leak-me", data={"grant_type": "client_credentials"},
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}, timeout=10)
+    assert response.status_code == 200, response.text
+    assert stack.audit_entry(trace_id)["httpRequest"]["requestUrl"] == f"{stack.url}/token"
+    assert "leak-me" not in stack.audit_file.read_text()
 
 
 @pytest.mark.parametrize(
