@@ -9,8 +9,11 @@ per line cost the broker about two context switches per token. So on the event l
 the lines of the requests answered in one loop iteration go out together, in writes of
 whole lines of at most ``PIPE_BUF`` bytes. A line is written by the end of the loop
 iteration it was logged in (a line from a pool thread too, when the loop has lines
-due), and any still pending when the process exits are written then. Otherwise a line
-logged off the loop (a request that waited on Google) is written at once.
+due). A worker told to stop (SIGTERM) keeps its loop turning until its last response
+is out, then dies by that signal without running ``atexit``: its lines are all written
+by then, in the loop. The ``atexit`` hook only serves an interpreter that exits
+normally. Otherwise a line logged off the loop (a request that waited on Google) is
+written at once.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ class BatchedLines(io.TextIOBase):
         pass
 
     def write_pending(self) -> None:
-        """Write what is due now (the deferred call, and at exit)."""
+        """Write what is due now (the deferred call, and at a normal exit)."""
         with self._lock:
             self._due = False
             self._write_locked()

@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import signal
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import jwt
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.conftest import launch, stop
+from tests.support import verified_headers
 
 
 def certificate(path: str) -> x509.Certificate:
@@ -196,3 +201,41 @@ def test_concurrent_attempts_on_two_workers_each_log_one_whole_line(tmp_path_fac
         assert len(token_lines) == 120
     finally:
         stop(function, servers, log)
+
+
+def test_a_stopping_instance_writes_the_line_of_every_token_it_answered(tmp_path_factory):
+    """SIGTERM (Cloud Run scaling an instance in) mid-burst: each token that reached its client has its
+    audit line, though the workers die by the signal without running atexit."""
+    stack, function, servers, log = launch(tmp_path_factory, "stopping", {"WORKERS": "2", "THREADS": "8"})
+    answered: list[str] = []
+    stopping = threading.Event()
+
+    def client() -> None:
+        session = requests.Session()
+        session.trust_env = False
+        while True:
+            try:
+                response = session.post(f"{stack.function_url}/token", data={"grant_type": "client_credentials"},
+                                        headers=verified_headers(), timeout=10)
+            except requests.ConnectionError:
+                if stopping.is_set():
+                    return
+                continue
+            if response.status_code == 200:
+                answered.append(response.json()["id_token"])
+
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for _ in range(16):
+                pool.submit(client)
+            while len(answered) < 200:
+                time.sleep(0.01)
+            stopping.set()
+            function.process.send_signal(signal.SIGTERM)
+            assert function.process.wait(timeout=30) == 0
+    finally:
+        stop(function, servers, log)
+    issued = {entry["logging.googleapis.com/labels"]["jti"] for entry in stack.audit_entries()
+              if entry.get("logging.googleapis.com/labels", {}).get("outcome") == "issued"}
+    tokens = {jwt.decode(token, options={"verify_signature": False})["jti"] for token in answered}
+    assert len(tokens) >= 200 and tokens <= issued
