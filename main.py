@@ -78,10 +78,7 @@ def _headers(raw_headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Lower-cased names (as the ASGI scope has them); a repeated header's values joined with commas,
     as gunicorn's WSGI does, so a second copy of an mTLS header makes its value malformed instead of
     replacing it."""
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw_headers}
-    if len(headers) == len(raw_headers):
-        return headers
-    headers = {}
+    headers: dict[str, str] = {}
     for raw_name, raw_value in raw_headers:
         name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
         headers[name] = f"{headers[name]},{value}" if name in headers else value

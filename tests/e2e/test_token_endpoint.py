@@ -208,33 +208,36 @@ def test_a_stopping_instance_writes_the_line_of_every_token_it_answered(tmp_path
     audit line, though the workers die by the signal without running atexit."""
     stack, function, servers, log = launch(tmp_path_factory, "stopping", {"WORKERS": "2", "THREADS": "8"})
     answered: list[str] = []
-    stopping = threading.Event()
+    finished = threading.Event()
 
     def client() -> None:
         session = requests.Session()
         session.trust_env = False
-        while True:
+        while not finished.is_set():
             try:
                 response = session.post(f"{stack.function_url}/token", data={"grant_type": "client_credentials"},
                                         headers=verified_headers(), timeout=10)
-            except requests.ConnectionError:
-                if stopping.is_set():
-                    return
+            except requests.ConnectionError:  # the instance has stopped listening
+                time.sleep(0.01)
                 continue
             if response.status_code == 200:
                 answered.append(response.json()["id_token"])
 
     try:
         with ThreadPoolExecutor(max_workers=16) as pool:
-            for _ in range(16):
-                pool.submit(client)
-            while len(answered) < 200:
-                time.sleep(0.01)
-            stopping.set()
-            function.process.send_signal(signal.SIGTERM)
-            assert function.process.wait(timeout=30) == 0
+            try:
+                for _ in range(16):
+                    pool.submit(client)
+                deadline = time.monotonic() + 30
+                while len(answered) < 200 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                function.process.send_signal(signal.SIGTERM)  # while requests are in flight
+                exit_code = function.process.wait(timeout=30)
+            finally:
+                finished.set()
     finally:
         stop(function, servers, log)
+    assert exit_code == 0
     issued = {entry["logging.googleapis.com/labels"]["jti"] for entry in stack.audit_entries()
               if entry.get("logging.googleapis.com/labels", {}).get("outcome") == "issued"}
     tokens = {jwt.decode(token, options={"verify_signature": False})["jti"] for token in answered}
