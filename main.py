@@ -53,8 +53,8 @@ WAITING_REQUESTS = ThreadPoolExecutor(max_workers=SERVICE.settings.threads, thre
 
 @functions_framework.aio.http
 async def handle_request(request: Request) -> Response:
-    # Plain values straight from the ASGI scope: building starlette's URL object alone took
-    # about 5 µs a request.
+    # Plain values straight from the ASGI scope: through starlette's Request (its URL object
+    # above all), reading them took 6.5 µs a request, from the scope 2.7 µs.
     scope = request.scope
     headers = _headers(scope["headers"])
     forwarded_for = headers.get("x-forwarded-for", "")

@@ -27,9 +27,10 @@ from token_service.runtime_credentials import CredentialsUnavailable, RuntimeCre
 from token_service.upstream import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
-# Stateless, so built once instead of for every token.
+# Stateless, so built once instead of for every token (and shared by the key's self-test).
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
 
 
 class SigningError(Exception):
@@ -91,7 +92,7 @@ class LocalKeySigner:
         if isinstance(key, rsa.RSAPrivateKey):
             signature = key.sign(signing_input, _PKCS1V15, _SHA256)
         else:  # ES256: the JWS form of an ECDSA signature is r || s, 32 bytes each
-            r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+            r, s = decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
             signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         return (signing_input + b"." + _b64(signature)).decode("ascii")
 
@@ -193,11 +194,11 @@ def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> N
     message = b"token-service key self-test"
     try:
         if isinstance(private_key, rsa.RSAPrivateKey):
-            signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-            private_key.public_key().verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+            signature = private_key.sign(message, _PKCS1V15, _SHA256)
+            private_key.public_key().verify(signature, message, _PKCS1V15, _SHA256)
         else:
-            signature = private_key.sign(message, ec.ECDSA(hashes.SHA256()))
-            private_key.public_key().verify(signature, message, ec.ECDSA(hashes.SHA256()))
+            signature = private_key.sign(message, _ECDSA_SHA256)
+            private_key.public_key().verify(signature, message, _ECDSA_SHA256)
     except (InvalidSignature, ValueError):
         raise ValueError("the key fails a sign-and-verify self-test (corrupt key)") from None
 
