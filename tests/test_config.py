@@ -159,3 +159,75 @@ def test_google_endpoints_are_https_except_on_loopback(environ, endpoint, ok):
 def test_service_account_token_lifetime_is_capped_at_one_hour(environ, lifetime):
     environ["SERVICE_ACCOUNT_TOKEN_LIFETIME"] = lifetime
     assert any("SERVICE_ACCOUNT_TOKEN_LIFETIME" in problem for problem in problems(environ))
+
+
+NEW_SECRET = "n" * 24 + "0123456789abcdef-_NEWSECRET"
+OLD_SECRET = "0f" * 32  # deploy.sh's shape: 64 hex digits
+
+
+def test_no_proxy_secret_locally_means_no_check(environ):
+    proxy = load_settings(environ).proxy_secret
+    assert proxy.values == () and proxy.header == "X-Token-Service-Proxy-Secret"
+
+
+def test_one_proxy_secret(environ):
+    environ["PROXY_SECRETS"] = f"  {OLD_SECRET}\n"
+    assert load_settings(environ).proxy_secret.values == (OLD_SECRET,)
+
+
+@pytest.mark.parametrize("separated", [
+    f"{NEW_SECRET}\n{OLD_SECRET}", f"{NEW_SECRET}\r\n{OLD_SECRET}\n", f"{NEW_SECRET},{OLD_SECRET}",
+    f" {NEW_SECRET} ,\n\n , {OLD_SECRET} ,",
+])
+def test_two_proxy_secrets_during_a_rotation(environ, separated):
+    environ["PROXY_SECRETS"] = separated
+    assert load_settings(environ).proxy_secret.values == (NEW_SECRET, OLD_SECRET)
+
+
+def test_more_than_two_proxy_secrets_are_refused(environ):
+    environ["PROXY_SECRETS"] = f"{NEW_SECRET}\n{OLD_SECRET}\n{'a' * 40}"
+    [problem] = problems(environ)
+    assert "PROXY_SECRETS holds 3 values" in problem
+    assert NEW_SECRET not in problem and OLD_SECRET not in problem
+
+
+@pytest.mark.parametrize("bad", ["a" * 31, "a" * 31 + "!", "a" * 20 + " " + "b" * 20, "é" * 40, "a" * 32 + "="])
+def test_short_or_invalid_proxy_secret_is_refused_without_echoing_it(environ, bad):
+    environ["PROXY_SECRETS"] = f"{OLD_SECRET}\n{bad}"
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings(environ)
+    [problem] = raised.value.problems
+    assert "PROXY_SECRETS: value 2 of 2 is not a valid secret" in problem
+    for text in (str(raised.value), repr(raised.value)):
+        assert bad not in text and bad[:16] not in text and OLD_SECRET not in text
+
+
+def test_proxy_secrets_holding_only_separators_are_refused(environ):
+    environ["PROXY_SECRETS"] = " ,\n, "
+    assert any("holds no value" in problem for problem in problems(environ))
+
+
+def test_on_google_an_unset_proxy_secret_stops_the_start(environ):
+    environ["K_SERVICE"] = "token-service"
+    [problem] = problems(environ)
+    assert problem.startswith("set PROXY_SECRETS: ") and "deploy.sh does this" in problem
+    environ["PROXY_SECRETS"] = OLD_SECRET
+    assert load_settings(environ).proxy_secret.values == (OLD_SECRET,)
+
+
+def test_proxy_secret_header_name(environ):
+    environ.update(PROXY_SECRET_HEADER="X-Edge-Secret", PROXY_SECRETS=OLD_SECRET)
+    assert load_settings(environ).proxy_secret.header == "X-Edge-Secret"
+
+
+@pytest.mark.parametrize("name", ["X Bad", "X-Goog-Secret", "x-client-cert-hash"])
+def test_proxy_secret_header_is_valid_unreserved_and_not_an_mtls_header(environ, name):
+    environ["PROXY_SECRET_HEADER"] = name
+    assert any("PROXY_SECRET_HEADER" in problem for problem in problems(environ))
+
+
+def test_settings_never_print_the_proxy_secrets(environ):
+    environ["PROXY_SECRETS"] = f"{NEW_SECRET}\n{OLD_SECRET}"
+    printed = repr(load_settings(environ))
+    assert "X-Token-Service-Proxy-Secret" in printed and "2 hidden" in printed
+    assert NEW_SECRET not in printed and OLD_SECRET not in printed
