@@ -97,8 +97,10 @@ def token_attempt(
     http_request: HttpRequestInfo | None,
     latency_seconds: float,
     fields: dict[str, Any] | None = None,
+    event: str = "token",
 ) -> AuditRecord:
-    """The audit record of one /token attempt, issued or refused."""
+    """The audit record of one /token attempt, issued or refused (``event="request"``: a request to
+    another path, refused before it reached its endpoint)."""
     if error is None:
         severity, status, outcome = "INFO", 200, {"outcome": "issued"}
     else:
@@ -108,7 +110,7 @@ def token_attempt(
     return fitted(AuditRecord(
         severity=severity,
         message=message,
-        labels={"event": "token", **outcome, "status": str(status), **labels},
+        labels={"event": event, **outcome, "status": str(status), **labels},
         trace=trace,
         http_request=http_request,
         status=status,

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from token_service.audit import HttpRequestInfo
 from token_service.compact_json import compact_json
 from token_service.discovery import DISCOVERY_PATH
+from token_service.proxy_secret import not_through_load_balancer
 from token_service.service import TokenService
 
 JSON = "application/json"
@@ -37,6 +38,13 @@ class HttpResponse(NamedTuple):
 
 
 def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
+    # Before anything else, on every path: a caller that bypassed the load balancer controls every
+    # header, and none of them means anything until the load balancer's secret says it sent them.
+    check = service.proxy_secret
+    admitted = check.admits(request.headers)
+    request = request._replace(headers=check.without_secret(request.headers))
+    if not admitted:
+        return _not_through_load_balancer(service, request)
     path, method = request.path, request.method.upper()
     allowed = _allowed_methods(service, path)
     if allowed is None:
@@ -50,12 +58,7 @@ def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
             body=request.body,
             content_type=request.headers.get("content-type"),
             headers=request.headers,
-            http_request=HttpRequestInfo(
-                method=method,
-                url=request.url,
-                user_agent=request.headers.get("user-agent", ""),
-                remote_ip=request.remote_ip,
-            ),
+            http_request=_request_info(request, method),
         )
         return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
     if path == "/":
@@ -70,7 +73,27 @@ def may_wait(service: TokenService, request: HttpRequest) -> bool:
     requests a thread); everything else answers from memory."""
     if request.path != "/token" or request.method.upper() != "POST":
         return False
+    if not service.proxy_secret.admits(request.headers):
+        return False  # refused from memory: a flood that bypasses the load balancer never takes a thread
     return service.may_wait(request.body, request.headers)
+
+
+def _not_through_load_balancer(service: TokenService, request: HttpRequest) -> HttpResponse:
+    method = request.method.upper()
+    result = service.refused_at_edge(
+        not_through_load_balancer(), token_endpoint=request.path == "/token" and method == "POST",
+        headers=request.headers, http_request=_request_info(request, method),
+    )
+    return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
+
+
+def _request_info(request: HttpRequest, method: str) -> HttpRequestInfo:
+    return HttpRequestInfo(
+        method=method,
+        url=request.url,
+        user_agent=request.headers.get("user-agent", ""),
+        remote_ip=request.remote_ip,
+    )
 
 
 def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None:

@@ -40,6 +40,7 @@ class Reason(enum.StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     SIGNING_FAILED = "signing_failed"
     INTERNAL_ERROR = "internal_error"
+    NOT_THROUGH_LOAD_BALANCER = "not_through_load_balancer"
 
 
 @dataclass(frozen=True)
@@ -75,11 +76,11 @@ def invalid_client(description: str, reason: Reason) -> OAuthError:
 
 
 def access_denied(
-    description: str, reason: Reason, audit_labels: dict[str, str], upstream_response: bytes
+    description: str, reason: Reason, audit_labels: dict[str, str] | None = None, upstream_response: bytes = b""
 ) -> OAuthError:
     return OAuthError(
         403, "access_denied", description, reason,
-        audit_labels=tuple(audit_labels.items()),
+        audit_labels=tuple((audit_labels or {}).items()),
         upstream_response=upstream_response.decode("utf-8", "replace")[:2000],
     )
 

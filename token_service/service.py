@@ -32,6 +32,7 @@ from token_service.errors import OAuthError, Reason, invalid_request, server_err
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
+from token_service.proxy_secret import ProxySecretCheck
 from token_service.responses import (
     EXTERNAL_CREDENTIAL_FORMAT,
     OAUTH_FORMAT,
@@ -77,6 +78,7 @@ class TokenService:
         self._policy = policy
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._header_names = settings.mtls_headers.certificate_headers()
+        self.proxy_secret = ProxySecretCheck(settings.proxy_secret)
         self.discovery_json = compact_json(
             discovery_document(
                 issuer=settings.issuer,
@@ -150,6 +152,28 @@ class TokenService:
             )
         )
         return result
+
+    def refused_at_edge(
+        self, error: OAuthError, *, token_endpoint: bool, headers: Mapping[str, str],
+        http_request: HttpRequestInfo | None,
+    ) -> TokenResult:
+        """Answer and audit a request refused before it reached its endpoint (any path).
+
+        ``headers`` must no longer hold the proxy secret: the line records the mTLS headers, which
+        show what a caller that bypassed the load balancer tried to forge."""
+        what = "token request" if token_endpoint else "request"
+        self._audit.write(
+            token_attempt(
+                labels=mtls_header_labels(headers, self._header_names),
+                error=error,
+                message=f"Refused {what}: {error.description}",
+                trace=parse_trace(headers),
+                http_request=http_request,
+                latency_seconds=0.0,  # refused before any work that takes time
+                event="token" if token_endpoint else "request",
+            )
+        )
+        return TokenResult(error.status, error_body(error, OAUTH_FORMAT), NO_STORE + error.headers)
 
     def may_wait(self, body: bytes, headers: Mapping[str, str]) -> bool:
         """Whether ``token`` may wait on the network (Google, an issuer's keys) or on deliberately
