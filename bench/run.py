@@ -36,6 +36,7 @@ from devtools.local import (
     WORKLOAD_SERVICE_ACCOUNT,
     free_port,
     local_environment,
+    proxy_secret_headers,
     start_emulator,
     start_function,
     start_gateway,
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator, emulator_server = start_emulator(pki["ca"].parent, gateway_port)
     emulator_port = emulator_server.server_address[1]
     env = {**local_environment(scratch, gateway_port, emulator_port), **PROCESS_SETTINGS}
+    lb_headers.update(proxy_secret_headers(env))  # the load balancer sends it, so wrk does
     drain = drained_pipe(scratch / "audit.log")
     function = start_function(env, free_port(), stdout=drain.stdin, stderr=subprocess.STDOUT)
     drain.stdin.close()  # the function holds the pipe's write end now

@@ -7,7 +7,10 @@ mode, it completes the handshake whether or not the client certificate verifies
 against the trust config (the dev CA), removes client-supplied headers that share
 a name with its custom request headers, and sets those headers in the load
 balancer's documented formats (google-contracts.md section 1). Header names come
-from the same MTLS_HEADER_* variables the function reads.
+from the same MTLS_HEADER_* variables the function reads. Like the load balancer
+deploy.sh configures, it also sends the secret the function requires
+(PROXY_SECRETS, the first value; PROXY_SECRET_HEADER), replacing any
+client-sent header of that name.
 
 Development tooling only: never deployed.
 """
@@ -26,13 +29,13 @@ import socketserver
 import sys
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from OpenSSL import SSL
 
-from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names
+from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names, proxy_secret_settings
 from token_service.mtls import certificate_facts
 
 HOP_BY_HOP = frozenset(
@@ -52,12 +55,21 @@ class GatewayConfig:
     key_file: str
     header_names: Mapping[str, str]  # variable attribute -> header name
     san_shape: str = "each"
+    # (header name, value): what the load balancer adds so the function knows it came this way.
+    proxy_secret: tuple[str, str] | None = field(default=None, repr=False)
 
 
 def header_names_from_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The same header names the function reads (MTLS_HEADER_* variables), by LB variable."""
     names = mtls_header_names(environ)
     return {attribute: getattr(names, attribute) for attribute in MTLS_HEADER_DEFAULTS}
+
+
+def proxy_secret_from_environment(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The header and value to send, from the function's own PROXY_SECRET* variables: the first value,
+    the new one during a rotation (the load balancer switches to it once the function accepts both)."""
+    settings = proxy_secret_settings(environ)
+    return (settings.header, settings.values[0]) if settings.values else None
 
 
 def certificate_headers(
@@ -158,13 +170,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(411, "chunked bodies are not supported by the dev gateway")
             return
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        injected_lower = {name.lower() for name in self.injected}
+        injected = dict(self.injected)
+        if self.server.config.proxy_secret is not None:
+            secret_header, secret = self.server.config.proxy_secret
+            injected[secret_header] = secret
+        injected_lower = {name.lower() for name in injected}
         headers = [
             (name, value) for name, value in self.headers.items()
             if name.lower() not in HOP_BY_HOP and name.lower() not in injected_lower
             and name.lower() != "x-forwarded-for"
         ]
-        headers += list(self.injected.items())
+        headers += list(injected.items())
         headers += [("X-Forwarded-For", f"{self.client_address[0]},127.0.0.1"),
                     ("X-Forwarded-Proto", "https"), ("Host", self.headers.get("Host", ""))]
         backend = urlsplit(self.server.config.backend)
@@ -258,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         key_file=os.path.join(args.pki, "server-key.pem"),
         header_names=header_names_from_environment(os.environ),
         san_shape=args.san_shape,
+        proxy_secret=proxy_secret_from_environment(os.environ),
     )
     gateway = MtlsGateway((args.host, args.port), config, args.verbose)
     print(f"mTLS gateway on https://{args.host}:{args.port} -> {args.backend}", file=sys.stderr, flush=True)

@@ -8,6 +8,7 @@ Used by `make run` and by the end-to-end tests, so both exercise the same thing.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from devtools.pki import ensure_dev_pki
 ROOT = Path(__file__).resolve().parent.parent
 # Variables a developer may set to change `make run`'s function (see the README's configuration table).
 SETTING_PREFIXES = ("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_", "AUDIT_", "SERVICE_ACCOUNT_",
-                    "UPSTREAM_", "STS_", "IAM_", "GOOGLE_CLOUD_PROJECT", "WORKERS", "THREADS")
+                    "UPSTREAM_", "STS_", "IAM_", "GOOGLE_CLOUD_PROJECT", "WORKERS", "THREADS", "PROXY_")
 
 
 PROJECT_NUMBER = "123456789012"
@@ -42,8 +43,13 @@ def local_environment(
 
     With an emulator port, every Google endpoint (STS, IAM Credentials, the
     service-account keys, the metadata server) points at the local emulator.
+    A new random proxy secret (as deploy.sh generates) for every call: the
+    function and the gateway started with the result share it, so the function
+    refuses whoever bypasses the gateway, as it refuses whoever bypasses the
+    load balancer on Google.
     """
     defaults = {
+        "PROXY_SECRETS": secrets.token_hex(32),
         "TOKEN_ISSUER": f"https://127.0.0.1:{gateway_port}",
         "WORKLOAD_IDENTITY_PROJECT_NUMBER": PROJECT_NUMBER,
         "WORKLOAD_IDENTITY_POOL_ID": POOL_ID,
@@ -64,6 +70,13 @@ def local_environment(
     if environment["TOKEN_SIGNER"] == "iam":
         environment.pop("SIGNING_KEY_FILE", None)
     return environment
+
+
+def proxy_secret_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """The secret header the gateway adds, for whoever stands in for it when calling the function
+    directly (the readiness probe, the bench's wrk, tests that play the load balancer)."""
+    secret = gateway.proxy_secret_from_environment(env)
+    return dict([secret]) if secret else {}
 
 
 def start_emulator(pki_dir: Path, gateway_port: int, port: int = 0):
@@ -117,12 +130,14 @@ def start_function(
         command, cwd=ROOT, env={**inherited, **env}, stdout=stdout, stderr=stderr
     )
     function = FunctionProcess(process, port)
+    probe = urllib.request.Request(f"{function.url}/.well-known/openid-configuration",
+                                   headers=proxy_secret_headers(env))
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the function exited with code {process.returncode} while starting")
         try:
-            with urllib.request.urlopen(f"{function.url}/.well-known/openid-configuration", timeout=1):
+            with urllib.request.urlopen(probe, timeout=1):
                 return function
         except OSError:
             time.sleep(0.05)
@@ -138,6 +153,7 @@ def start_gateway(pki_dir: Path, port: int, backend: str, env: Mapping[str, str]
         key_file=str(pki_dir / "server-key.pem"),
         header_names=gateway.header_names_from_environment({**os.environ, **env}),
         san_shape=san_shape,
+        proxy_secret=gateway.proxy_secret_from_environment({**os.environ, **env}),
     )
     return gateway.serve("127.0.0.1", port, config)
 
@@ -169,10 +185,14 @@ def main() -> int:
     _tee(function.process.stdout, local_dir / "audit.log")
     start_gateway(paths["ca"].parent, gateway_port, function.url, env)
     relative = {name: path.relative_to(ROOT) for name, path in paths.items()}
+    secret_header = next(iter(proxy_secret_headers(env)), None)
+    # The name only: the value is this run's secret, and a printed secret is a leaked one.
+    guarded = (f"\n    (refuses requests without the {secret_header} header the gateway adds, with a secret"
+               " generated for this run)" if secret_header else "")
     print(
         f"""
 Token service running (local signer, dev PKI; tokens are signed by {relative['signing_key']}).
-  function (functions-framework): {function.url}
+  function (functions-framework): {function.url}{guarded}
   mTLS gateway (plays the Google load balancer): https://127.0.0.1:{gateway_port}
   Google emulator (STS, IAM Credentials, metadata; its tokens are NOT Google's): http://127.0.0.1:{emulator_port}
 

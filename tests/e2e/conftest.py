@@ -16,6 +16,7 @@ from devtools.local import (
     WORKLOAD_SERVICE_ACCOUNT,
     free_port,
     local_environment,
+    proxy_secret_headers,
     start_emulator,
     start_function,
     start_gateway,
@@ -41,6 +42,8 @@ class Stack:
     emulator_url: str
     certs: dict[str, tuple[str, str]] = field(default_factory=dict)
     function_url: str = ""  # behind no gateway: what an internal caller would reach
+    # The secret header the gateways add: a test that plays the load balancer at function_url sends it.
+    proxy_secret_headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def url(self) -> str:
@@ -87,6 +90,8 @@ class Stack:
 
 
 def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None):
+    """As `make run` starts it: local_environment generates this stack's proxy secret, and the function
+    and its gateways are started from the same environment, so they share it."""
     local_dir = tmp_path_factory.mktemp(name)
     pki = ensure_dev_pki(local_dir)
     certs = {"client": (str(pki["client_cert"]), str(pki["client_key"]))}
@@ -115,7 +120,7 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None)
     ]
     stack = Stack(local_dir, pki, {"each": f"https://127.0.0.1:{each_port}",
                                    "joined": f"https://127.0.0.1:{joined_port}"}, audit_file,
-                  emulator, f"http://127.0.0.1:{emulator_port}", certs, function.url)
+                  emulator, f"http://127.0.0.1:{emulator_port}", certs, function.url, proxy_secret_headers(env))
     return stack, function, gateways, log
 
 

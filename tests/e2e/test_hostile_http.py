@@ -22,10 +22,13 @@ def raw(stack, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
     return status, answer
 
 
-def request(headers: dict[str, str | bytes], body: bytes = b"grant_type=client_credentials") -> bytes:
+def request(headers: dict[str, str | bytes], body: bytes = b"grant_type=client_credentials",
+            proxy_secret: dict[str, str] | None = None) -> bytes:
+    """A POST /token head; pass the stack's ``proxy_secret_headers`` to get past the edge as the load
+    balancer would, so the hostile part is what the function answers."""
     lines = [b"POST /token HTTP/1.1", b"Host: t", b"Connection: close",
              b"Content-Type: application/x-www-form-urlencoded", b"Content-Length: %d" % len(body)]
-    for name, value in headers.items():
+    for name, value in {**headers, **(proxy_secret or {})}.items():
         lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
@@ -44,19 +47,20 @@ def request(headers: dict[str, str | bytes], body: bytes = b"grant_type=client_c
 )
 def test_malformed_headers(stack, override, statuses):
     headers = {**verified_headers(), **override}
-    status, answer = raw(stack, request(headers), b"grant_type=client_credentials")
+    status, answer = raw(stack, request(headers, proxy_secret=stack.proxy_secret_headers),
+                         b"grant_type=client_credentials")
     assert status in statuses and b"id_token" not in answer
 
 
 def test_oversized_body_is_413_json(stack):
     body = b"grant_type=client_credentials&x=" + b"a" * 100_000
-    status, answer = raw(stack, request(verified_headers(), body), body)
+    status, answer = raw(stack, request(verified_headers(), body, stack.proxy_secret_headers), body)
     assert status == 413 and b'"error":"invalid_request"' in answer
 
 
 def test_unknown_parameters_are_ignored_as_rfc_6749_requires(stack):
     body = b"grant_type=client_credentials&colour=blue"
-    status, answer = raw(stack, request(verified_headers(), body), body)
+    status, answer = raw(stack, request(verified_headers(), body, stack.proxy_secret_headers), body)
     assert status == 200 and b"id_token" in answer
 
 
@@ -64,6 +68,7 @@ def test_a_repeated_mtls_header_is_malformed_not_replaced(stack):
     """A second X-Client-Cert-Hash (as a caller appending to the load balancer's could send) must not
     choose the client: the values are joined, as WSGI does, and the joined value is no fingerprint."""
     other = "B" * 43
-    head = request(verified_headers()).replace(b"\r\n\r\n", b"\r\nX-Client-Cert-Hash: " + other.encode() + b"\r\n\r\n")
+    head = request(verified_headers(), proxy_secret=stack.proxy_secret_headers).replace(
+        b"\r\n\r\n", b"\r\nX-Client-Cert-Hash: " + other.encode() + b"\r\n\r\n")
     status, answer = raw(stack, head, b"grant_type=client_credentials")
     assert status == 401 and b"malformed_certificate_header" in answer and b"id_token" not in answer

@@ -18,15 +18,19 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 SEEN_LABELS: list[dict[str, str]] = []
 
 
-def direct(stack, headers: dict[str, str], data: dict[str, str] | None = None):
-    """What an internal caller (no load balancer) sends; the function still answers every case."""
+def direct(stack, headers: dict[str, str], data: dict[str, str] | None = None, proxy_secret: bool = True):
+    """Headers the gateway would never send, straight to the function; with the proxy secret, as a load
+    balancer that sent them would (the function still answers every case), without it as an internal
+    caller that bypassed the load balancer."""
     import requests
 
     session = requests.Session()
     session.trust_env = False
     trace = base64.b16encode(__import__("os").urandom(16)).decode().lower()
+    sent = {**headers, **(stack.proxy_secret_headers if proxy_secret else {}),
+            "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}
     response = session.post(f"{stack.function_url}/token", data=data or {"grant_type": "client_credentials"},
-                            headers={**headers, "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}, timeout=30)
+                            headers=sent, timeout=30)
     return response, stack.audit_entry(trace)
 
 
@@ -105,6 +109,8 @@ def provoke(reason: Reason, stack, spiffe_stack, policy_stack, iam_stack, issuer
                 return stack.post_token(data=exchange)
             finally:
                 stack.emulator._faults.clear()
+        case Reason.NOT_THROUGH_LOAD_BALANCER:
+            return direct(stack, with_headers(), proxy_secret=False)
         case Reason.SIGNING_FAILED:
             saved = iam_stack.emulator.bindings.pop(RUNTIME_SERVICE_ACCOUNT)
             try:

@@ -215,7 +215,7 @@ def test_a_stopping_instance_writes_the_line_of_every_token_it_answered(tmp_path
         while not finished.is_set():
             try:
                 response = session.post(f"{stack.function_url}/token", data={"grant_type": "client_credentials"},
-                                        headers=verified_headers(), timeout=10)
+                                        headers={**verified_headers(), **stack.proxy_secret_headers}, timeout=10)
             except requests.ConnectionError:  # the instance has stopped listening
                 time.sleep(0.01)
                 continue
