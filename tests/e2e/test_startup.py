@@ -17,7 +17,7 @@ from devtools.pki import ensure_dev_pki
 def start(env: dict[str, str]) -> subprocess.CompletedProcess:
     functions_framework = str(Path(sys.executable).parent / "functions-framework")
     clean = {name: value for name, value in os.environ.items()
-             if not name.startswith(("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_"))}
+             if not name.startswith(("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_", "PROXY_", "K_SERVICE"))}
     return subprocess.run(
         [functions_framework, "--target=handle_request", "--host=127.0.0.1", f"--port={free_port()}"],
         cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=60,
@@ -44,6 +44,9 @@ def good_env(tmp_path_factory) -> dict[str, str]:
         ({"AUTH_FLOWS": "jwt-bearer"}, "set POLICY_FILE"),
         ({"TOKEN_SIGNER": "iam", "SIGNING_KEY_FILE": "", "GCE_METADATA_HOST": "127.0.0.1:9"},
          "SIGNING_SERVICE_ACCOUNT"),
+        ({"K_SERVICE": "token-service", "PROXY_SECRETS": ""}, "set PROXY_SECRETS: "),
+        ({"PROXY_SECRETS": "too-short-to-be-the-secret"}, "PROXY_SECRETS: value 1 of 1 is not a valid secret"),
+        ({"PROXY_SECRETS": "\n".join(["0123456789abcdef" * 4] * 3)}, "PROXY_SECRETS holds 3 values"),
     ],
 )
 def test_misconfiguration_stops_the_cold_start(good_env, tmp_path, change, expected):
@@ -57,3 +60,5 @@ def test_misconfiguration_stops_the_cold_start(good_env, tmp_path, change, expec
     assert entry["severity"] == "CRITICAL"
     assert expected in entry["message"]
     assert "Traceback" not in result.stderr
+    for secret in filter(None, (change.get("PROXY_SECRETS") or good_env["PROXY_SECRETS"]).split("\n")):
+        assert secret not in result.stderr and secret not in result.stdout
