@@ -1,5 +1,6 @@
-"""Malformed HTTP aimed straight at the function (as an internal caller could): the HTTP layer or the
-function refuses it, never with a 5xx and never with a token."""
+"""Malformed HTTP aimed straight at the function, with the load balancer's secret (as an internal caller
+that had learnt it could; without it every request is refused first, tests/e2e/test_proxy_secret.py): the
+HTTP layer or the function refuses it, never with a 5xx and never with a token."""
 
 from __future__ import annotations
 
