@@ -7,6 +7,7 @@ allowed is the missing login.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bench.run import PROCESS_SETTINGS
+from tests.deploy_support import MTLS_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = str(ROOT / "deploy.sh")
@@ -62,19 +64,22 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     deploy_line = next(line for line in output.splitlines() if " functions deploy " in line)
     for flag in ("--gen2", "--runtime=python313", "--entry-point=handle_request", "--trigger-http",
                  "--ingress-settings=internal-and-gclb", "--service-account=token-service@my-project.iam",
-                 "--env-vars-file=", "--concurrency=16", "--cpu=2", "--allow-unauthenticated", "--min-instances=0",
-                 "--max-instances=20"):
+                 "--build-service-account=projects/my-project/serviceAccounts/token-service-build@my-project.iam",
+                 "--set-secrets=PROXY_SECRETS=token-service-proxy-secret:", "--env-vars-file=", "--concurrency=16",
+                 "--cpu=2", "--memory=1Gi", "--min-instances=0", "--max-instances=20"):
         assert flag in deploy_line, flag
+    # The invoker setting is applied on its own, on every run (gcloud changes it only when asked).
+    assert "allow-unauthenticated" not in deploy_line
+    assert "run services add-iam-policy-binding token-service --region=us-central1 --member=allUsers" in output
     assert "--issuer-uri=https://token.example.com" in output
     assert "google.subject=assertion.client_id" in output
-    assert "--network-endpoint-type=serverless --cloud-function-name=token-service" in output
-    for variable in ("client_cert_present", "client_cert_chain_verified", "client_cert_error",
-                     "client_cert_sha256_fingerprint", "client_cert_serial_number", "client_cert_spiffe_id",
-                     "client_cert_uri_sans", "client_cert_dnsname_sans", "client_cert_valid_not_before",
-                     "client_cert_valid_not_after"):
+    assert "--network-endpoint-type=serverless --cloud-run-service=token-service" in output
+    for variable in MTLS_VARIABLES:
         assert f"{{{variable}\\}}" in output, variable
-    assert "--server-tls-policy=//networksecurity.googleapis.com/projects/my-project" in output
-    assert "roles/iam.serviceAccountTokenCreator" in output
+    assert "--server-tls-policy=projects/my-project/locations/global/serverTlsPolicies/token-service-mtls" in output
+    assert "--ssl-policy=token-service-tls12" in output and "--profile=MODERN --min-tls-version=1.2" in output
+    assert "serviceAccountTokenCreator" not in output
+    assert "--permissions=iam.serviceAccounts.signJwt " in output
     policy = (tmp_path / "deploy" / "server-tls-policy.yaml").read_text()
     assert "clientValidationMode: ALLOW_INVALID_OR_MISSING_CLIENT_CERT" in policy
     env = (tmp_path / "deploy" / "env.yaml").read_text()
@@ -84,17 +89,35 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     assert 'TOKEN_SIGNER: "iam"' in env
     assert "IN  A" in output and "create-cred-config" in output
     assert "logging metrics" not in output  # monitoring only when asked for
+    assert " alpha " not in output and " beta " not in output  # GA commands only
 
 
 def test_monitoring_option_creates_metrics_and_an_alert(tmp_path, ca_pem):
     output = dry_run(tmp_path, ca_pem, "--with-monitoring").stdout
     for metric in ("token_service_tokens_issued", "token_service_refusals", "token_service_upstream_latency"):
         assert f"logging metrics create {metric} --config-from-file=" in output
-    assert "alpha monitoring policies create --policy-from-file=" in output
+    assert "+ curl -X POST https://monitoring.googleapis.com/v3/projects/my-project/alertPolicies --data @" in output
     refusals = (tmp_path / "deploy" / "metric-token_service_refusals.yaml").read_text()
     assert "EXTRACT(labels.reason)" in refusals and 'labels.outcome="refused"' in refusals
     latency = (tmp_path / "deploy" / "metric-token_service_upstream_latency.yaml").read_text()
     assert "EXTRACT(jsonPayload.upstream_seconds)" in latency
+    alert = json.loads((tmp_path / "deploy" / "alert-refusals.json").read_text())
+    assert alert["conditions"][0]["conditionThreshold"]["comparison"] == "COMPARISON_GT"
+
+
+def test_destroy_dry_run_prints_every_delete(tmp_path):
+    result = deploy(tmp_path, "--destroy", "--dry-run", "--project", "my-project", "--fqdn", "t.example.com")
+    assert result.returncode == 0, result.stderr
+    for deleted in ("forwarding-rules delete token-service-https", "target-https-proxies delete token-service-proxy",
+                    "url-maps delete", "backend-services delete", "network-endpoint-groups delete",
+                    "ssl-certificates delete token-service-cert-", "ssl-policies delete", "server-tls-policies delete",
+                    "trust-configs delete", "addresses delete", "logging metrics delete token_service_refusals",
+                    "functions delete token-service", "secrets delete token-service-proxy-secret",
+                    "providers delete token-service", "workload-identity-pools delete token-service",
+                    "remove-iam-policy-binding my-project", "service-accounts delete token-service@",
+                    "service-accounts delete token-service-build@", "roles delete token_service_signJwt"):
+        assert deleted in result.stdout, deleted
+    assert "+ curl -X DELETE https://monitoring.googleapis.com/v3/projects/my-project/alertPolicies/" in result.stdout
 
 
 def test_dry_run_runs_no_gcloud_command(tmp_path, ca_pem):
@@ -114,7 +137,7 @@ def test_every_command_gets_past_gclouds_argument_parsing(tmp_path, ca_pem):
     destroy = deploy(tmp_path, "--destroy", "--dry-run", "--yes", "--project", "my-project", "--fqdn", "t.example.com")
     assert destroy.returncode == 0, destroy.stderr
     planned = commands(output) + commands(destroy.stdout)
-    assert len(planned) > 40
+    assert len(planned) > 80
 
     def attempt(command: list[str]) -> tuple[list[str], subprocess.CompletedProcess]:
         return command, subprocess.run(command, capture_output=True, text=True, timeout=120, env=gcloud_env(tmp_path))
@@ -134,11 +157,18 @@ def test_every_command_gets_past_gclouds_argument_parsing(tmp_path, ca_pem):
         (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "/nonexistent.pem"], "cannot read"),
         (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{not_pem}"], "not a PEM"),
         (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{bad_pem}"], "not a valid X.509"),
-        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--project-number", "my-proj"],
-         "not numeric"),
         (["--fqdn", "t.example.com", "--ca-cert", "{ca}"], "--project is required"),
         (["--project", "my-project", "--fqdn", "t.example.com"], "--ca-cert is required"),
         (["--bogus"], "unknown argument"),
+        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--function",
+          "token-service-x-2026-prod"], "6-24"),
+        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--cpu", "3"], "--cpu must be"),
+        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--cpu", "4", "--memory", "1Gi"],
+         "does not fit --cpu 4"),
+        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--invoker", "everyone"],
+         "--invoker must be"),
+        (["--project", "my-project", "--fqdn", "t.example.com", "--ca-cert", "{ca}", "--concurrency", "5000"],
+         "1-1000"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_created(tmp_path, ca_pem, arguments, message):
@@ -165,5 +195,6 @@ def test_destroy_asks_first(tmp_path):
 
 def test_shellcheck():
     shellcheck = shutil.which("shellcheck") or str(Path(os.sys.executable).parent / "shellcheck")
-    result = subprocess.run([shellcheck, DEPLOY, str(ROOT / ".ci" / "run")], capture_output=True, text=True)
+    result = subprocess.run([shellcheck, "--external-sources", "--source-path=SCRIPTDIR", DEPLOY,
+                             str(ROOT / ".ci" / "run")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
