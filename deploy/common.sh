@@ -28,7 +28,8 @@ read_state() {
   [[ $DRY_RUN == 1 ]] && return 0
   local output error_file
   error_file=$(mktemp)
-  if ! output=$("$@" 2>"$error_file"); then
+  # gcloud's compute lists exit 0 on a refused request and only warn "Some requests did not succeed".
+  if ! output=$("$@" 2>"$error_file") || grep -q 'Some requests did not succeed' "$error_file"; then
     cat "$error_file" >&2
     rm -f "$error_file"
     printf 'deploy.sh: reading the project failed (above); stopped before changing anything else\n' >&2

@@ -47,26 +47,32 @@ EOT
 }
 
 verify_stack() {
-  [[ $FQDN =~ ^[a-z0-9.-]+$ ]] || fail "--verify needs --fqdn NAME (the issuer is https://NAME)"
-  local base=${VERIFY_URL:-https://$FQDN} failures=0 answer status body jwks_uri
+  [[ $FQDN =~ ^[a-z0-9.-]+(:[0-9]+)?$ ]] || fail "--verify needs --fqdn NAME (the issuer is https://NAME)"
+  local base=${VERIFY_URL:-https://$FQDN} failures=0 answer status body jwks_uri passed
   local -a curl_flags=(--silent --show-error --max-time 20 --write-out '\n%{http_code}')
   [[ -z $VERIFY_CACERT ]] || curl_flags+=(--cacert "$VERIFY_CACERT")
-  check() {  # DESCRIPTION CONDITION-RESULT
+  check() {  # DESCRIPTION PASSED(0|1)
     if [[ $2 == 0 ]]; then printf 'ok    %s\n' "$1"; else printf 'FAIL  %s\n' "$1"; failures=$((failures + 1)); fi
   }
   split() { status=${answer##*$'\n'}; body=${answer%$'\n'*}; }
 
   answer=$(curl "${curl_flags[@]}" "$base/.well-known/openid-configuration" || true)
   split
-  [[ $status == 200 && $body =~ \"issuer\":\ ?\"https://$FQDN\" ]]; check "discovery at $base names issuer https://$FQDN" $?
+  passed=1
+  [[ ! ($status == 200 && $body =~ \"issuer\":\ ?\"https://$FQDN\") ]] || passed=0
+  check "discovery at $base names issuer https://$FQDN" $passed
   jwks_uri=$(grep -o '"jwks_uri": *"[^"]*"' <<<"$body" | cut -d'"' -f4 || true)
-  [[ -n $jwks_uri ]] && answer=$(curl "${curl_flags[@]}" "${jwks_uri/#https:\/\/$FQDN/$base}" || true) || answer=
+  answer=
+  [[ -z $jwks_uri ]] || answer=$(curl "${curl_flags[@]}" "${jwks_uri/#https:\/\/$FQDN/$base}" || true)
   split
-  [[ $status == 200 && $body == *'"keys"'* && $body == *'"kid"'* ]]; check "JWKS ($jwks_uri) serves signing keys" $?
+  passed=1
+  [[ ! ($status == 200 && $body == *'"keys"'* && $body == *'"kid"'*) ]] || passed=0
+  check "JWKS (${jwks_uri:-no jwks_uri in discovery}) serves signing keys" $passed
   answer=$(curl "${curl_flags[@]}" --data grant_type=client_credentials "$base/token" || true)
   split
-  [[ $status == 401 && $body == *'"error":"invalid_client"'* && $body == *'certificate'* ]]
-  check "a token request without a client certificate is refused (401 invalid_client)" $?
+  passed=1
+  [[ ! ($status == 401 && $body == *'"error":"invalid_client"'* && $body == *'certificate'*) ]] || passed=0
+  check "a token request without a client certificate is refused (401 invalid_client)" $passed
   if [[ $failures -gt 0 ]]; then
     printf 'deploy.sh: %d check(s) failed against %s\n' "$failures" "$base" >&2
     return 1

@@ -17,8 +17,6 @@ MTLS_VARIABLES = ("client_cert_present", "client_cert_chain_verified", "client_c
                   "client_cert_sha256_fingerprint", "client_cert_serial_number", "client_cert_spiffe_id",
                   "client_cert_uri_sans", "client_cert_dnsname_sans", "client_cert_valid_not_before",
                   "client_cert_valid_not_after")
-CHANGES = ("create", "update", "delete", "undelete", "setIamPolicy", "enable", "addVersion", "disable", "patch",
-           "insert", "setSslCertificates", "setSslPolicy", "setUrlMap", "addBackend")
 
 
 @dataclass
@@ -51,10 +49,10 @@ class Project:
     def api(self, prefix: str) -> Any:
         return self.plane.apis[prefix]
 
-    def deploy(self, *arguments: str, stdin: str = "") -> Run:
+    def deploy(self, *arguments: str, stdin: str = "", **environment: str) -> Run:
         before = len(self.plane.journal)
         result = subprocess.run([DEPLOY, "--project", self.plane.project_id, *arguments], capture_output=True,
-                                text=True, input=stdin, env=self.environment, timeout=900)
+                                text=True, input=stdin, env={**self.environment, **environment}, timeout=900)
         return Run(result, self.plane.journal[before:])
 
     def close(self) -> None:

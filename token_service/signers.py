@@ -130,7 +130,8 @@ class IamSigner:
         except IamRefused as refusal:
             raise SigningError(
                 f"IAM signJwt refused for {self.service_account} ({refusal.status} {refusal.code}: "
-                f"{refusal.message}); the service account needs roles/iam.serviceAccountTokenCreator on itself"
+                f"{refusal.message}); the service account needs iam.serviceAccounts.signJwt on itself "
+                "(deploy.sh grants a custom role holding only that permission)"
             ) from None
 
     def jwks_uri(self, issuer: str) -> str:
