@@ -97,8 +97,8 @@ def scenarios(tmp_path_factory, pki) -> Iterator[Scenarios]:
 
     def converge(project: Project) -> list[Run]:
         # Google: a new log-based metric is not usable in an alert policy for a while.
-        project.api("monitoring").metric_visible_after = 3
-        first = project.deploy(*base, ALERT_RETRY_SECONDS="2")
+        project.api("monitoring").metric_visible_after = 20
+        first = project.deploy(*base, ALERT_RETRY_SECONDS="4")
         changed = project.deploy("--fqdn", "tokens.example.org", "--ca-cert", str(changed_ca_bundle(pki, home)),
                                  "--cpu", "4", "--policy", str(policy), "--auth-flows",
                                  "xlb-mtls-client-credentials,client-secret", "--with-monitoring",
@@ -269,6 +269,8 @@ def test_changed_inputs_converge(scenarios):
     assert environment["TOKEN_ISSUER"] == "https://tokens.example.org" and environment["POLICY_FILE"] == "policy.yaml"
     files = zipfile.ZipFile(io.BytesIO(project.api("functions").sources[function["name"]]))
     assert files.read("policy.yaml") == b"clients: []\n"
+    uploaded = {name.split("/")[0] for name in files.namelist()}
+    assert uploaded <= {"main.py", "requirements.txt", "token_service", "policy.yaml", ".gcloudignore"}, uploaded
     [policy] = project.api("monitoring").alert_policies.values()
     assert policy["conditions"][0]["conditionThreshold"]["thresholdValue"] == 0.5
     updated = {event.path.rsplit("/", 1)[-1].split("?")[0] for event in run.changes}
@@ -358,8 +360,17 @@ def test_rotation_keeps_both_values_until_it_finishes(scenarios):
     headers = project.api("compute").backend_services["token-service-backend"]["customRequestHeaders"]
     sent = next(header.split(":", 1)[1] for header in headers if header.startswith(SECRET_HEADER))
     assert secret_lines(project) == [sent]
-    starts = [event for event in started.changes if event.action == "addVersion"]
-    assert len(starts) == 1
+    secrets = project.api("secretmanager")
+    name = secrets.key("my-project", "token-service-proxy-secret")
+    versions = [secrets.payloads[f"{name}/versions/{number}"].decode().split() for number in (1, 2, 3)]
+    old, new = versions[0][0], sent
+    assert versions == [[old], [new, old], [new]]  # during the rotation the function accepted both
+    assert [secrets.versions[f"{name}/versions/{number}"]["state"] for number in (1, 2, 3)] == [
+        "DISABLED", "DISABLED", "ENABLED"]
+    paths = [event.path for event in started.changes]
+    accepts_both = next(i for i, path in enumerate(paths) if path.endswith("/functions/token-service"))
+    sends_new = next(i for i, path in enumerate(paths) if path.endswith("/backendServices/token-service-backend"))
+    assert accepts_both < sends_new, "the load balancer switched before the function accepted the new value"
 
 
 def test_pem_normalisation(tmp_path, pki):

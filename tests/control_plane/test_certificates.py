@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,12 @@ from cryptography.x509.oid import NameOID
 
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
 from tests.control_plane.conftest import requires_gcloud
+from tests.control_plane.rest import call
 
 LOCATION = "projects/my-project/locations/global"
 TC = f"{LOCATION}/trustConfigs/tc"
 POLICY = f"{LOCATION}/serverTlsPolicies/tls"
+
 
 
 def ca_pem(name: str) -> str:
@@ -36,15 +36,7 @@ def ca_pem(name: str) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def call(server: ControlPlaneServer, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": "Bearer fake-access-token"})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+
 
 
 def trust_config(*anchors: str, intermediates: tuple[str, ...] = ()) -> dict[str, Any]:

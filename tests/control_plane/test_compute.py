@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
+from tests.control_plane import rest
 from tests.control_plane.conftest import requires_gcloud
 
 POLICY = "projects/my-project/locations/global/serverTlsPolicies"
 BASE = "http://google.fake/compute/v1/projects/my-project"
+
+
+def call(server: ControlPlaneServer, method: str, path: str, body: dict[str, Any] | None = None,
+         ) -> tuple[int, dict[str, Any]]:
+    """A direct REST call to the fake's Compute API (no gcloud), answered as Google would."""
+    return rest.call(server, method, f"compute/v1/projects/my-project/{path}", body)
 
 
 @pytest.fixture
@@ -29,19 +34,7 @@ def tls_policies(enabled: ControlPlane) -> dict[str, dict[str, Any]]:
     return networksecurity.server_tls_policies
 
 
-def call(server: ControlPlaneServer, method: str, path: str, body: dict[str, Any] | None = None,
-         ) -> tuple[int, dict[str, Any]]:
-    """A direct REST call to the fake's Compute API (no gcloud), answered as Google would."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{server.port}/compute/v1/projects/my-project/{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "Bearer fake-access-token", "Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
+
 
 
 def ok(answer: tuple[int, dict[str, Any]]) -> dict[str, Any]:

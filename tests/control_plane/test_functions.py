@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +16,7 @@ from devtools.control_plane.run import INVOKER_IAM_DISABLED
 from devtools.control_plane.secrets import crc32c
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
 from tests.control_plane.conftest import requires_gcloud
+from tests.control_plane.rest import call
 
 REGION = "us-central1"
 LOCATION = f"functions/v2/projects/my-project/locations/{REGION}"
@@ -31,18 +30,8 @@ MAIN = b"async def handle_request(request):\n    return 'ok'\n"
 FILES = {"main.py": MAIN, "requirements.txt": b"functions-framework==3.10.2\n"}
 
 
-def call(server: ControlPlaneServer, method: str, path: str, body: Any = None, host: str = "google.fake",
-         raw: bytes | None = None) -> tuple[int, Any]:
-    """A request through the fake as gcloud sends it: via the proxy, to Google's (fake) host."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{server.port}"}))
-    data = raw if raw is not None else json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"http://{host}/{path}", method=method, data=data,
-                                     headers={"Authorization": "Bearer fake-access-token"})
-    try:
-        with opener.open(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+
+
 
 
 def ok(result: tuple[int, Any]) -> Any:

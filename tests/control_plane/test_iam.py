@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
+from tests.control_plane import rest
 from tests.control_plane.conftest import requires_gcloud
 
 Gcloud = Callable[..., subprocess.CompletedProcess]
@@ -28,14 +27,10 @@ OIDC = {"attributeMapping": {"google.subject": "assertion.client_id"}, "oidc": {
 
 def call(server: ControlPlaneServer, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
     """One request to the fake's IAM API, as gcloud would send it."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/iam{path}", data=data, method=method,
-                                     headers={"Authorization": "Bearer fake-access-token"})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return rest.call(server, method, f"iam{path}", body)
+
+
+
 
 
 def refused(server: ControlPlaneServer, method: str, path: str, body: Any, code: int, status: str) -> str:

@@ -7,8 +7,6 @@ import json
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import pytest
 from devtools.control_plane import gcloud_environment
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
 from tests.control_plane.conftest import requires_gcloud
+from tests.control_plane.rest import call
 
 METRICS = "logging/v2/projects/my-project/metrics"
 POLICIES = "monitoring/v3/projects/my-project/alertPolicies"
@@ -45,15 +44,8 @@ ALERT = {
 }
 
 
-def call(server: ControlPlaneServer, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": "Bearer fake-access-token"})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+
+
 
 
 @requires_gcloud

@@ -4,28 +4,20 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from devtools.control_plane.secrets import ACCESSOR, crc32c
 from devtools.control_plane.server import ControlPlane, ControlPlaneServer
 from tests.control_plane.conftest import requires_gcloud
+from tests.control_plane.rest import call
 
 SECRETS = "secretmanager/v1/projects/my-project/secrets"
 KEY = "projects/my-project/secrets/api-key"
 
 
-def call(server: ControlPlaneServer, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/{path}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Authorization": "Bearer fake-access-token"})
-    try:
-        with urllib.request.urlopen(request) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+
+
 
 
 def payload(data: bytes) -> dict[str, Any]:

@@ -218,5 +218,5 @@ def test_iam_signer_refused_is_a_500_that_names_the_fix_in_the_audit_line_only(i
     assert "serviceAccountTokenCreator" not in response.text
     labels = audit["logging.googleapis.com/labels"]
     assert labels["reason"] == "signing_failed"
-    assert "roles/iam.serviceAccountTokenCreator" in labels["signing_error"]
+    assert "iam.serviceAccounts.signJwt on itself" in labels["signing_error"]
     assert "id_token" not in json.dumps(response.json())
