@@ -7,7 +7,7 @@ stage_source() {
   mkdir -p "$STAGE/token_service"
   cp "$ROOT/main.py" "$ROOT/requirements.txt" "$STAGE/"
   cp "$ROOT"/token_service/*.py "$STAGE/token_service/"
-  printf '__pycache__/\n*.pyc\n' >"$STAGE/.gcloudignore"
+  printf '__pycache__\n*.pyc\n' >"$STAGE/.gcloudignore"
   [[ -z $POLICY ]] || cp "$POLICY" "$STAGE/policy.yaml"
 }
 
