@@ -67,12 +67,14 @@ def parse_form(body: bytes, content_type: str | None) -> dict[str, str]:
         raise invalid_request(
             f"The request body exceeds {MAX_BODY_BYTES} bytes", Reason.BODY_TOO_LARGE
         )
+    # Counted here rather than by parse_qsl's max_num_fields, whose ValueError reads like a broken
+    # encoding. Strict parsing refuses empty fields, so each '&' separates two parameters.
+    count = body.count(b"&") + 1
+    if count > MAX_PARAMETERS:
+        raise invalid_request(f"The request body has {count} parameters; the limit is {MAX_PARAMETERS}")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(
-            text, keep_blank_values=True, strict_parsing=bool(text),
-            encoding="utf-8", errors="strict", max_num_fields=MAX_PARAMETERS,
-        )
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, ValueError):
         raise invalid_request("The request body is not a valid UTF-8 form encoding") from None
     parameters: dict[str, str] = {}
