@@ -30,6 +30,15 @@ def test_cloud_trace_context_span_is_converted_to_hex():
     assert trace == Trace("105445aa7843bc8bf206b12000100000", "0000000000000001", True)
 
 
+def test_cloud_trace_context_span_beyond_64_bits_is_dropped_not_widened():
+    """A spanId is 16 hex digits: 2^64 and above has none, so the trace is kept without a span."""
+    trace_id = "105445aa7843bc8bf206b12000100000"
+    largest = parse_trace({"x-cloud-trace-context": f"{trace_id}/{2**64 - 1};o=1"})
+    assert largest == Trace(trace_id, "ffffffffffffffff", True)
+    for span in (2**64, 99999999999999999999):
+        assert parse_trace({"x-cloud-trace-context": f"{trace_id}/{span};o=1"}) == Trace(trace_id, None, True)
+
+
 @pytest.mark.parametrize("value", ["", "nonsense", "00-xyz-abc-01", "zz/1;o=1"])
 def test_malformed_trace_headers_are_ignored(value):
     assert parse_trace({"traceparent": value, "x-cloud-trace-context": value}) is None

@@ -35,6 +35,7 @@ _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 # What JSON escapes (ensure_ascii also escapes every non-ASCII character).
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_LARGEST_SPAN = 2**64 - 1
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
 
@@ -73,9 +74,17 @@ def parse_trace(headers: Mapping[str, str]) -> Trace | None:
         return Trace(match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1)
     match = _CLOUD_TRACE.match(headers.get("x-cloud-trace-context", "").strip())
     if match:
-        span = f"{int(match.group(2)):016x}" if match.group(2) else None
+        span = _span_id(match.group(2))
         return Trace(match.group(1).lower(), span, match.group(3) == "1")
     return None
+
+
+def _span_id(decimal: str | None) -> str | None:
+    """X-Cloud-Trace-Context's decimal span as the LogEntry's 16 hex digits; 20 decimal digits reach
+    past 2^64, which has no such form and would make a 17-digit spanId: such a span is dropped."""
+    if not decimal or int(decimal) > _LARGEST_SPAN:
+        return None
+    return f"{int(decimal):016x}"
 
 
 def mtls_header_labels(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
