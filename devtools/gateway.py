@@ -6,7 +6,8 @@ Like a backend service with a ServerTlsPolicy in ALLOW_INVALID_OR_MISSING_CLIENT
 mode, it completes the handshake whether or not the client certificate verifies
 against the trust config (the dev CA), removes client-supplied headers that share
 a name with its custom request headers, and sets those headers in the load
-balancer's documented formats (google-contracts.md section 1). Header names come
+balancer's documented formats (google-contracts.md section 1), and appends the
+client's address and its own to X-Forwarded-For, keeping what the client sent. Header names come
 from the same MTLS_HEADER_* variables the function reads. Like the load balancer
 deploy.sh configures, it also sends the secret the function requires
 (PROXY_SECRETS, the first value; PROXY_SECRET_HEADER), replacing any
@@ -106,6 +107,12 @@ def encode_sans(sans: list[str], shape: str) -> str:
     return ",".join(base64.b64encode(san.encode()).decode() for san in sans)
 
 
+def forwarded_for(sent: list[str], client_ip: str) -> str:
+    """X-Forwarded-For as the load balancer passes it: what the client sent, then the client's address and
+    the load balancer's own (https://cloud.google.com/load-balancing/docs/https#x-forwarded-for_header)."""
+    return ",".join([*sent, client_ip, "127.0.0.1"])
+
+
 def _error_code(errors: list[int]) -> str:
     if X509_V_ERR_INVALID_PURPOSE in errors:
         return "client_cert_chain_invalid_eku"
@@ -181,7 +188,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             and name.lower() != "x-forwarded-for"
         ]
         headers += list(injected.items())
-        headers += [("X-Forwarded-For", f"{self.client_address[0]},127.0.0.1"),
+        headers += [("X-Forwarded-For", forwarded_for(self.headers.get_all("X-Forwarded-For") or [],
+                                                      self.client_address[0])),
                     ("X-Forwarded-Proto", "https"), ("Host", self.headers.get("Host", ""))]
         backend = urlsplit(self.server.config.backend)
         upstream = http.client.HTTPConnection(backend.hostname, backend.port or 80, timeout=60)

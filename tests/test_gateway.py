@@ -55,3 +55,12 @@ def test_unverified_certificate_reports_an_error_code(tmp_path):
     assert gateway.certificate_headers(cert, [26], NAMES, "each")["X-Client-Cert-Error"] == (
         "client_cert_chain_invalid_eku"
     )
+
+
+def test_x_forwarded_for_is_appended_to_as_the_load_balancer_does():
+    """Google's load balancer appends "<client-ip>,<load-balancer-ip>" to whatever the client sent, so e2e tests
+    see the client-chosen entries the function must not trust."""
+    assert gateway.forwarded_for([], "198.51.100.7") == "198.51.100.7,127.0.0.1"
+    assert gateway.forwarded_for(["6.6.6.6"], "198.51.100.7") == "6.6.6.6,198.51.100.7,127.0.0.1"
+    assert gateway.forwarded_for(["6.6.6.6, 7.7.7.7", "8.8.8.8"], "198.51.100.7") == (
+        "6.6.6.6, 7.7.7.7,8.8.8.8,198.51.100.7,127.0.0.1")
