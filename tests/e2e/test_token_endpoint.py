@@ -162,6 +162,12 @@ def test_audit_url_never_holds_the_query_string(stack):
     assert "leak-me" not in stack.audit_file.read_text()
 
 
+def test_audit_remote_ip_is_the_address_the_load_balancer_saw_not_one_the_client_sent(stack):
+    response, audit = stack.post_token("client", headers={"X-Forwarded-For": "6.6.6.6"})
+    assert response.status_code == 200, response.text
+    assert audit["httpRequest"]["remoteIp"] == "127.0.0.1"
+
+
 @pytest.mark.parametrize(
     ("data", "status", "error"),
     [
