@@ -169,3 +169,32 @@ def test_any_header_values_fit_one_atomic_pipe_write(values):
     JsonLineWriter(stream).write(record)
     assert len(stream.getvalue().encode()) <= 4096
     assert json.loads(stream.getvalue())["logging.googleapis.com/labels"]["client_id"] == "c" * 127
+
+
+def test_every_free_form_field_enlarged_at_once_still_fits_one_atomic_pipe_write():
+    """URL, user agent, remote address, method, header values, client id, error text and Google's answer
+    all at hostile length: the line is still one valid JSON line within PIPE_BUF, each value marked cut."""
+    headers = {f"x-client-cert-{index}": "v" * 30000 for index in range(11)}
+    record = token_attempt(
+        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 30000,
+                "principal": "p" * 30000, "signing_error": "s" * 30000},
+        error=invalid_client("e" * 30000, Reason.MALFORMED_CERTIFICATE_HEADER),
+        message="Refused token request: " + "m" * 30000,
+        trace=Trace("105445aa7843bc8bf206b12000100000", "0000000000000001", True),
+        http_request=HttpRequestInfo("M" * 30000, "https://" + "h" * 30000 + "/token", "u" * 30000, "6" * 30000),
+        latency_seconds=0.01,
+        fields={"upstream_response": "g" * 30000},
+    )
+    for writer_class in (JsonLineWriter, CloudLoggingWriter):
+        stream = io.StringIO()
+        writer = writer_class(stream, project_id="my-proj")
+        if isinstance(writer, CloudLoggingWriter):
+            writer._logger.get()  # the library's line, whose own fields take room too
+        writer.write(record)
+        [line] = [text for text in stream.getvalue().splitlines(keepends=True) if '"message"' in text]
+        assert len(line.encode()) <= 4096, writer_class
+        entry = json.loads(line)
+        request = entry["httpRequest"]
+        assert request["remoteIp"].endswith("...[30000 chars]") and request["requestMethod"].endswith("chars]")
+        assert request["userAgent"].endswith("...[30000 chars]")
+        assert entry["logging.googleapis.com/labels"]["client_id"].endswith("...[30000 chars]")

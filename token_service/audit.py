@@ -135,8 +135,8 @@ def fitted(record: AuditRecord) -> AuditRecord:
     (4096) bytes may interleave with another worker's line, leaving neither parseable. The size
     is measured as encoded (a non-ASCII character takes six bytes as ``\\uXXXX``). Values of
     ``QUERIED_VALUE_LIMIT`` characters or fewer are cut only among the free-form ones (header
-    values, Google's answer, the URL, the user agent), so reasons, client ids and the other
-    queried labels stay whole.
+    values, Google's answer, the URL, the user agent, the remote address, the method), so
+    reasons, client ids and the other queried labels stay whole.
     """
     for limit in (LABEL_VALUE_LIMIT, 512, 256, 128, 32, 8):
         if _encoded_size(record) <= LINE_TEXT_BUDGET:
@@ -154,8 +154,10 @@ def _cut(record: AuditRecord, limit: int) -> AuditRecord:
                 for name, value in record.labels.items()},
         fields={name: bounded(value, limit) if isinstance(value, str) else value
                 for name, value in record.fields.items()},
-        http_request=request and request._replace(url=bounded(request.url, limit),
-                                                  user_agent=bounded(request.user_agent, limit)),
+        http_request=request and request._replace(method=bounded(request.method, limit),
+                                                  url=bounded(request.url, limit),
+                                                  user_agent=bounded(request.user_agent, limit),
+                                                  remote_ip=bounded(request.remote_ip, limit)),
     )
 
 
@@ -163,7 +165,7 @@ def _encoded_size(record: AuditRecord) -> int:
     texts = [record.message, *record.labels, *record.labels.values(),
              *(str(value) for value in record.fields.values())]
     if record.http_request is not None:
-        texts += [record.http_request.url, record.http_request.user_agent]
+        texts += record.http_request
     joined = "".join(texts)
     if joined.isascii() and not _JSON_ESCAPED.search(joined):
         # The common line has nothing to escape: its size is the characters, a pair of quotes and a
