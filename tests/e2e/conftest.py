@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import requests
@@ -89,9 +92,38 @@ class Stack:
         return entries
 
 
-def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None):
+class SlowPipe:
+    """The function's stdout as a pipe whose reader lags, as Cloud Run's log collector may on a busy
+    instance: the pipe fills up, and a write of more than PIPE_BUF bytes may then be split around
+    another worker's. What it reads goes to ``target``; the function's stderr to ``target.err``."""
+
+    def __init__(self, target: Path, chunk: int = 512, pause: float = 0.001):
+        read_end, self.write_end = os.pipe()
+        self.stderr = target.with_suffix(".err").open("w")
+        out = target.open("wb", buffering=0)  # there from the start, for the tests that read it
+        self._thread = threading.Thread(target=self._drain, args=(read_end, out, chunk, pause), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _drain(read_end: int, out: BinaryIO, chunk: int, pause: float) -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as pipe, out:
+            while data := pipe.read(chunk):
+                out.write(data)
+                time.sleep(pause)
+
+    def started(self) -> None:
+        """The function holds the write end now: closing ours lets the reader see the end once it exits."""
+        os.close(self.write_end)
+
+    def close(self) -> None:
+        self._thread.join(timeout=60)
+        self.stderr.close()
+
+
+def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None, *, slow_pipe: bool = False):
     """As `make run` starts it: local_environment generates this stack's proxy secret, and the function
-    and its gateways are started from the same environment, so they share it."""
+    and its gateways are started from the same environment, so they share it. With ``slow_pipe``, the
+    function's stdout is a ``SlowPipe``."""
     local_dir = tmp_path_factory.mktemp(name)
     pki = ensure_dev_pki(local_dir)
     certs = {"client": (str(pki["client_cert"]), str(pki["client_key"]))}
@@ -111,8 +143,13 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None)
     emulator_port = emulator_server.server_address[1]
     env = local_environment(local_dir, each_port, emulator_port, overrides or {})
     audit_file = local_dir / "function.log"
-    log = audit_file.open("w")
-    function = start_function(env, function_port, stdout=log, stderr=log)
+    if slow_pipe:
+        log = SlowPipe(audit_file)
+        function = start_function(env, function_port, stdout=log.write_end, stderr=log.stderr)
+        log.started()
+    else:
+        log = audit_file.open("w")
+        function = start_function(env, function_port, stdout=log, stderr=log)
     gateways = [
         start_gateway(pki["ca"].parent, each_port, function.url, env, san_shape="each"),
         start_gateway(pki["ca"].parent, joined_port, function.url, env, san_shape="joined"),

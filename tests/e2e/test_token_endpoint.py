@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.conftest import launch, stop
 from tests.support import verified_headers
+from token_service.log_pipe import PIPE_BUF
 
 
 def certificate(path: str) -> x509.Certificate:
@@ -207,6 +208,41 @@ def test_concurrent_attempts_on_two_workers_each_log_one_whole_line(tmp_path_fac
         assert len(token_lines) == 120
     finally:
         stop(function, servers, log)
+
+
+@pytest.mark.parametrize("handler", ["json", "cloud-logging"])
+def test_lines_of_hostile_length_stay_whole_json_on_two_workers_behind_a_slow_pipe_reader(tmp_path_factory, handler):
+    """Every free-form field of the line enlarged at once (URL, user agent, remote address, certificate
+    headers, client id, error text), two workers, a log reader that lags: each line is one whole
+    JSON line within PIPE_BUF, so no write is split around another worker's."""
+    overrides = {"WORKERS": "2", "THREADS": "8", "AUDIT_LOG_HANDLER": handler, "GOOGLE_CLOUD_PROJECT": "local-project"}
+    stack, function, servers, log = launch(tmp_path_factory, f"slow-pipe-{handler}", overrides, slow_pipe=True)
+    large = {"User-Agent": "u" * 8000, "Host": "h" * 8000 + ".example",
+             # As the load balancer passes it: a client-chosen entry, then the client's and its own address.
+             "X-Forwarded-For": "6" * 8000 + "," + "2" * 16000 + ",127.0.0.1"}
+    kinds = [
+        {**verified_headers(), **stack.proxy_secret_headers, **large},  # issued
+        {**verified_headers(**{"X-Client-Cert-Hash": "c" * 9000, "X-Client-Cert-SPIFFE": "s" * 9000}),
+         **stack.proxy_secret_headers, **large},  # refused: client id and header values at length
+        {**verified_headers(**{"X-Client-Cert-Error": "e" * 9000}), **large},  # refused: not through it
+    ]
+
+    def post(number: int) -> int:
+        return requests.post(f"{stack.function_url}/token?{'q' * 2000}", data={"grant_type": "client_credentials"},
+                             headers=kinds[number % len(kinds)], timeout=30).status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            statuses = list(pool.map(post, range(360)))
+    finally:
+        stop(function, servers, log)
+    assert statuses.count(200) == statuses.count(403) == 120, sorted(set(statuses))
+    written = [text for text in stack.audit_file.read_bytes().split(b"\n") if text.strip()]
+    entries = [json.loads(text) for text in written]  # a write split around another worker's breaks two lines
+    assert all(len(text) < PIPE_BUF for text in written)
+    attempts = [entry for entry in entries if entry.get("logging.googleapis.com/labels", {}).get("event") == "token"]
+    assert len(attempts) == 360
+    assert all(entry["httpRequest"]["remoteIp"].endswith("...[16000 chars]") for entry in attempts)
 
 
 def test_a_stopping_instance_writes_the_line_of_every_token_it_answered(tmp_path_factory):
