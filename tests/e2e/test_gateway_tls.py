@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,27 @@ from urllib.parse import urlsplit
 import jwt
 import pytest
 
+# Node's https agent keeps TLS sessions between connections, as its fetch does (the npm jose verifier's client).
+NODE_CLIENT = """
+import https from "node:https";
+import fs from "node:fs";
+const [url, ca, cert, key] = process.argv.slice(1);
+const agent = new https.Agent({ca: fs.readFileSync(ca), cert: fs.readFileSync(cert), key: fs.readFileSync(key)});
+const post = () => new Promise((resolve, reject) => {
+  const request = https.request(`${url}/token`, {method: "POST", agent,
+    headers: {"Content-Type": "application/x-www-form-urlencoded"}}, (response) => {
+    let body = "";
+    response.on("data", (chunk) => (body += chunk));
+    response.on("end", () => resolve({status: response.statusCode, reused: request.socket.isSessionReused(),
+                                      body: JSON.parse(body)}));
+  });
+  request.on("error", reject);
+  request.end("grant_type=client_credentials");
+});
+const results = [];
+for (let i = 0; i < 2; i++) results.push(await post());
+console.log(JSON.stringify(results));
+"""
 BODY = b"grant_type=client_credentials"
 REQUEST = (b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(BODY), BODY))
@@ -79,3 +101,17 @@ def test_openssl_s_client_resumes_and_gets_a_token(stack, tmp_path):
     second = s_client("-sess_in", str(session_file))
     assert "\nReused, " in second, second
     assert "HTTP/1.1 200" in second and '"id_token"' in second, second
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node.js")
+def test_node_resumes_and_gets_a_token(stack):
+    result = subprocess.run(
+        ["node", "--input-type=module", "-e", NODE_CLIENT, stack.url, str(stack.pki["ca"]), *stack.certs["client"]],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(result.stdout)
+    assert not first["reused"] and second["reused"]
+    assert first["status"] == second["status"] == 200, result.stdout
+    claims = [jwt.decode(r["body"]["id_token"], options={"verify_signature": False}) for r in (first, second)]
+    assert claims[1]["sub"] == claims[0]["sub"]
