@@ -62,13 +62,14 @@ def listening(port: int) -> bool:
 
 
 def start(command: list[str], tmp_path: Path) -> tuple[subprocess.Popen, dict[str, int], Path]:
+    """Started in a session of its own, as a terminal starts it: a Ctrl-C reaches its whole process group."""
     ports = {"FUNCTION_PORT": free_port(), "GATEWAY_PORT": free_port(), "EMULATOR_PORT": free_port()}
     local_dir = tmp_path / "local"
     env = {**os.environ, **{name: str(port) for name, port in ports.items()}, "LOCAL_DIR": str(local_dir)}
     output = tmp_path / "output.txt"
     with output.open("wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 60
     while READY not in output.read_text(errors="replace"):
         assert process.poll() is None and time.monotonic() < deadline, output.read_text(errors="replace")
@@ -126,14 +127,18 @@ def test_a_stopped_local_run_leaves_nothing_running(tmp_path, signum):
         kill_leftovers(process, started)
 
 
-def test_make_run_serves_tokens_and_stops_with_sigterm(tmp_path):
+@pytest.mark.parametrize("stop", ["Ctrl-C", "hang-up", "SIGTERM", "SIGKILL"])
+def test_make_run_serves_tokens_and_stops(tmp_path, stop):
     process, ports, local_dir = start(["make", "--no-print-directory", "run"], tmp_path)
     started: dict[int, int] = {}
     try:
         assert '"id_token"' in curl_token(local_dir, ports["GATEWAY_PORT"])
         started = descendants(process.pid)
         assert len(started) >= 3  # python, functions-framework and its gunicorn worker
-        process.send_signal(signal.SIGTERM)
+        if stop in ("Ctrl-C", "hang-up"):  # the terminal signals its foreground process group
+            os.killpg(process.pid, signal.SIGINT if stop == "Ctrl-C" else signal.SIGHUP)
+        else:
+            process.send_signal(signal.Signals[stop])  # to make alone
         assert_everything_stops(process, started, ports)
     finally:
         kill_leftovers(process, started)
