@@ -10,7 +10,8 @@ balancer's documented formats (google-contracts.md section 1). Header names come
 from the same MTLS_HEADER_* variables the function reads. Like the load balancer
 deploy.sh configures, it also sends the secret the function requires
 (PROXY_SECRETS, the first value; PROXY_SECRET_HEADER), replacing any
-client-sent header of that name.
+client-sent header of that name. Like the load balancer, it lets clients resume TLS sessions; a
+resumed connection carries the headers of the certificate its session was verified with.
 
 Development tooling only: never deployed.
 """
