@@ -11,7 +11,8 @@ client's address and its own to X-Forwarded-For, keeping what the client sent. H
 from the same MTLS_HEADER_* variables the function reads. Like the load balancer
 deploy.sh configures, it also sends the secret the function requires
 (PROXY_SECRETS, the first value; PROXY_SECRET_HEADER), replacing any
-client-sent header of that name.
+client-sent header of that name. Like the load balancer, it lets clients resume TLS sessions; a
+resumed connection carries the headers of the certificate its session was verified with.
 
 Development tooling only: never deployed.
 """
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names, proxy_secret_settings
@@ -44,6 +46,7 @@ HOP_BY_HOP = frozenset(
      "transfer-encoding", "upgrade", "host", "content-length"}
 )
 # OpenSSL verification errors -> the load balancer's client_cert_error strings.
+X509_V_ERR_UNSPECIFIED = 1
 X509_V_ERR_INVALID_PURPOSE = 26
 SAN_SHAPES = ("each", "joined")
 
@@ -144,13 +147,22 @@ class _TlsStream(io.RawIOBase):
         return len(data)
 
 
+@dataclass
+class _Verification:
+    """What the verify callback saw during one handshake; it does not run when a session is resumed."""
+
+    ran: bool = False
+    errors: list[int] = field(default_factory=list)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: MtlsGateway
 
     def setup(self) -> None:
         connection: SSL.Connection = self.request
-        connection.set_app_data([])
+        verification = _Verification()
+        connection.set_app_data(verification)
         try:
             connection.do_handshake()
         except SSL.Error:
@@ -161,8 +173,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         leaf = connection.get_peer_certificate(as_cryptography=True)
         config = self.server.config
-        self.injected = certificate_headers(leaf, connection.get_app_data(), config.header_names,
-                                            config.san_shape)
+        errors = self.server.verdict(leaf, verification)
+        self.injected = certificate_headers(leaf, errors, config.header_names, config.san_shape)
         self.rfile = io.BufferedReader(_TlsStream(connection))
         self.wfile = _TlsStream(connection)
 
@@ -235,7 +247,24 @@ class MtlsGateway(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.tls.use_privatekey_file(config.key_file)
         self.tls.load_verify_locations(config.ca_file)
         self.tls.set_verify(SSL.VERIFY_PEER, _record_verify_result)
+        # OpenSSL refuses to resume a session of a context that verifies peers without one (the client
+        # gets "internal error"), and clients that resume — Node, OpenSSL, the load balancer — do.
+        self.tls.set_session_id(b"devtools.gateway")
+        # A resumed session keeps its peer certificate but the verify callback does not run again:
+        # the verdict of its full handshake, by certificate (DER SHA-256), stands in.
+        self._verdicts: dict[bytes, tuple[int, ...]] = {}
         super().__init__(address, _Handler)
+
+    def verdict(self, leaf: x509.Certificate | None, verification: _Verification) -> list[int]:
+        """The verification errors of this handshake's peer certificate, whether or not it was resumed."""
+        if leaf is None:
+            return []
+        key = leaf.fingerprint(hashes.SHA256())
+        if verification.ran:
+            self._verdicts[key] = tuple(verification.errors)
+            return verification.errors
+        # Unknown here means a session this gateway did not verify: fail closed.
+        return list(self._verdicts.get(key, (X509_V_ERR_UNSPECIFIED,)))
 
     def get_request(self):
         sock, address = self.socket.accept()
@@ -253,8 +282,10 @@ class MtlsGateway(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 def _record_verify_result(connection: SSL.Connection, _cert, errnum: int, _depth: int, ok: int) -> bool:
     # ALLOW_INVALID_OR_MISSING_CLIENT_CERT: note the failure, finish the handshake anyway.
+    verification: _Verification = connection.get_app_data()
+    verification.ran = True
     if not ok:
-        connection.get_app_data().append(errnum)
+        verification.errors.append(errnum)
     return True
 
 

@@ -2,11 +2,15 @@
 
     python -m devtools.local            # what `make run` starts
 
-Used by `make run` and by the end-to-end tests, so both exercise the same thing.
+Used by `make run` and by the end-to-end tests, so both exercise the same thing. FUNCTION_PORT,
+GATEWAY_PORT and EMULATOR_PORT (8080, 8443, 8090) and LOCAL_DIR (.local: the dev PKI, the signing key,
+audit.log) move a run. However it stops (Ctrl-C, SIGTERM, SIGHUP, or killed), the function stops too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -95,6 +99,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up once here: a child between fork and exec must not load libraries (another thread may hold the lock).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies, even by SIGKILL (Linux only; the
+    parent is the thread that started it, so functions are started from the main thread)."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class FunctionProcess:
     process: subprocess.Popen
@@ -105,12 +121,15 @@ class FunctionProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
+        """SIGTERM lets gunicorn stop its workers gracefully; if it hangs, its whole process group is killed
+        (the group is its own, and the unreaped master keeps the group id from being reused)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
 
@@ -126,23 +145,29 @@ def start_function(
         "--target=handle_request", f"--source={ROOT / 'main.py'}",
         "--host=127.0.0.1", f"--port={port}",
     ]
+    # Its own process group, so a terminal's Ctrl-C reaches only whoever started it, which stops it in
+    # order; and it dies with its starter, whose SIGKILL leaves no chance to stop it.
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**inherited, **env}, stdout=stdout, stderr=stderr
+        command, cwd=ROOT, env={**inherited, **env}, stdout=stdout, stderr=stderr,
+        process_group=0, preexec_fn=_die_with_parent,
     )
     function = FunctionProcess(process, port)
     probe = urllib.request.Request(f"{function.url}/.well-known/openid-configuration",
                                    headers=proxy_secret_headers(env))
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the function exited with code {process.returncode} while starting")
-        try:
-            with urllib.request.urlopen(probe, timeout=1):
-                return function
-        except OSError:
-            time.sleep(0.05)
-    function.stop()
-    raise RuntimeError("the function did not answer within the start-up timeout")
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the function exited with code {process.returncode} while starting")
+            try:
+                with urllib.request.urlopen(probe, timeout=1):
+                    return function
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the function did not answer within the start-up timeout")
+    except BaseException:  # a timeout, or a stop asked for while it starts
+        function.stop()
+        raise
 
 
 def start_gateway(pki_dir: Path, port: int, backend: str, env: Mapping[str, str], san_shape: str = "each"):
@@ -171,8 +196,19 @@ def _tee(stream, path: Path) -> None:
     threading.Thread(target=copy, name="audit-tee", daemon=True).start()
 
 
+def _stop_on_signal(signum: int, _frame) -> None:
+    # Python's default for SIGTERM and SIGHUP ends the process without running `finally`.
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
-    local_dir = ROOT / ".local"
+    parent = os.getppid()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+    _die_with_parent()  # `make` killed: stop as if it had passed the SIGTERM on
+    if os.getppid() != parent:  # it died before we asked
+        return 0
+    local_dir = Path(os.environ.get("LOCAL_DIR") or ROOT / ".local").resolve()
     paths = ensure_dev_pki(local_dir)
     function_port = int(os.environ.get("FUNCTION_PORT", "8080"))
     gateway_port = int(os.environ.get("GATEWAY_PORT", "8443"))
@@ -180,11 +216,27 @@ def main() -> int:
     settings = {name: value for name, value in os.environ.items()
                 if value and name.startswith(SETTING_PREFIXES)}
     env = local_environment(local_dir, gateway_port, emulator_port, settings)
+    # The emulator and the gateway are threads of this process: they end with it.
     start_emulator(paths["ca"].parent, gateway_port, emulator_port)
-    function = start_function(env, function_port, stdout=subprocess.PIPE)
-    _tee(function.process.stdout, local_dir / "audit.log")
-    start_gateway(paths["ca"].parent, gateway_port, function.url, env)
-    relative = {name: path.relative_to(ROOT) for name, path in paths.items()}
+    try:
+        function = start_function(env, function_port, stdout=subprocess.PIPE)
+    except KeyboardInterrupt:
+        return 0
+    try:
+        _tee(function.process.stdout, local_dir / "audit.log")
+        start_gateway(paths["ca"].parent, gateway_port, function.url, env)
+        _announce(paths, local_dir / "audit.log", function, gateway_port, emulator_port, env)
+        function.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        function.stop()
+    return 0
+
+
+def _announce(paths: Mapping[str, Path], audit_log: Path, function: FunctionProcess, gateway_port: int,
+              emulator_port: int, env: Mapping[str, str]) -> None:
+    relative = {name: os.path.relpath(path, ROOT) for name, path in {**paths, "audit_log": audit_log}.items()}
     secret_header = next(iter(proxy_secret_headers(env)), None)
     # The name only: the value is this run's secret, and a printed secret is a leaked one.
     guarded = (f"\n    (refuses requests without the {secret_header} header the gateway adds, with a secret"
@@ -204,18 +256,11 @@ Add -d scope=https://www.googleapis.com/auth/cloud-platform for an (emulated) ST
   -d service_account={WORKLOAD_SERVICE_ACCOUNT} to impersonate.
 Discovery:  curl --cacert {relative['ca']} https://127.0.0.1:{gateway_port}/.well-known/openid-configuration
 More client certificates:  .venv/bin/python -m devtools.pki client NAME --dns host.example --spiffe spiffe://td/x
-Audit lines are printed below and kept in .local/audit.log (make logs ARGS="--reason no_client_certificate").
+Audit lines are printed below and kept in {relative['audit_log']} (make logs ARGS="--reason no_client_certificate").
 Ctrl-C stops everything.
 """,
         flush=True,
     )
-    try:
-        function.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        function.stop()
-    return 0
 
 
 if __name__ == "__main__":
