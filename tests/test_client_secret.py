@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
 from token_service.client_secret import (
+    MAX_SECRET_HASHES,
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
     ClientCredentials,
     FailureLimiter,
     SecretAuthenticator,
@@ -81,3 +86,30 @@ def test_failures_are_rate_limited_per_client_without_locking_out_forever():
     assert other.value.status == 401
     clock[0] += 10
     assert auth.authenticate(ClientCredentials("legacy-scanner", OLD, "client_secret_post")) == "legacy-scanner"
+
+
+def one_hash_authenticator() -> SecretAuthenticator:
+    policy = parse_policy({"rules": [{"name": "batch", "client_secret": {
+        "client_id": "batch-job", "secret_hashes": [hash_secret(OLD)]}}]})
+    return SecretAuthenticator(policy)
+
+
+@pytest.mark.parametrize(("make", "client_id"), [
+    (authenticator, "legacy-scanner"),  # two hashes: mid-rotation
+    (one_hash_authenticator, "batch-job"),  # one hash
+    (authenticator, "unknown-client"),  # no such client
+])
+def test_a_wrong_secret_costs_the_same_scrypt_work_for_every_client_id(monkeypatch, make, client_id):
+    """Timing must not tell which client ids exist or are rotating: count the hashes, not the clock."""
+    auth = make()  # the policy's hashes are computed before counting starts
+    computed = []
+    real_scrypt = hashlib.scrypt
+
+    def counting_scrypt(password, *, salt, n, r, p, dklen=64, maxmem=0):
+        computed.append((n, r, p, dklen))
+        return real_scrypt(password, salt=salt, n=n, r=r, p=p, dklen=dklen, maxmem=maxmem)
+
+    monkeypatch.setattr(hashlib, "scrypt", counting_scrypt)
+    with pytest.raises(OAuthError):
+        auth.authenticate(ClientCredentials(client_id, "wrong-secret", "client_secret_post"))
+    assert computed == [(SCRYPT_N, SCRYPT_R, SCRYPT_P, 32)] * MAX_SECRET_HASHES

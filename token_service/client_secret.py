@@ -2,9 +2,10 @@
 
 For systems that can do neither mTLS nor signed assertions. The policy stores
 only slow salted hashes (scrypt); two may be active per client, for rotation.
-Comparison is constant-time, unknown clients cost the same work as known ones,
-and failed attempts are rate-limited per client id (a token bucket that refills:
-no lockout an attacker could trigger for good).
+Comparison is constant-time, every client id (unknown, one hash or mid-rotation)
+costs the same number of scrypt verifications, and failed attempts are
+rate-limited per client id (a token bucket that refills: no lockout an attacker
+could trigger for good).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from token_service.errors import OAuthError, Reason, invalid_request
-from token_service.policy import Policy
+from token_service.policy import MAX_SECRET_HASHES, Policy
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
@@ -105,7 +106,9 @@ class SecretAuthenticator:
     def __init__(self, policy: Policy, limiter: FailureLimiter | None = None):
         self._policy = policy
         self._limiter = limiter or FailureLimiter()
-        self._dummy = hash_secret(secrets.token_urlsafe(16))
+        # Hashes no secret matches, with the parameters hash-secret uses: they pad every client's
+        # list to the same length, so each attempt costs MAX_SECRET_HASHES verifications.
+        self._padding = tuple(hash_secret(secrets.token_urlsafe(16)) for _ in range(MAX_SECRET_HASHES))
 
     def authenticate(self, credentials: ClientCredentials) -> str:
         """The authenticated client id, or ``OAuthError``."""
@@ -118,10 +121,12 @@ class SecretAuthenticator:
             raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r}; "
                              f"retry after {wait} s", Reason.RATE_LIMITED, headers=(("Retry-After", str(wait)),))
         rule = self._policy.secret_rule(client_id)
-        hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else (self._dummy,)
-        # Check every hash (no early exit), so the time does not say which one matched.
-        matched = [verify_secret(credentials.secret, encoded) for encoded in hashes]
-        if rule is None or not any(matched):
+        hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else ()
+        # Always the same number of verifications and no early exit: the time says neither whether
+        # the client exists, nor whether it is mid-rotation, nor which hash matched.
+        padded = (*hashes, *self._padding)[:MAX_SECRET_HASHES]
+        matched = [verify_secret(credentials.secret, encoded) for encoded in padded][:len(hashes)]
+        if not any(matched):
             self._limiter.failed(client_id)
             raise _invalid("The client id or secret is wrong", basic)
         return client_id
