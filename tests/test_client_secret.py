@@ -113,3 +113,16 @@ def test_a_wrong_secret_costs_the_same_scrypt_work_for_every_client_id(monkeypat
     with pytest.raises(OAuthError):
         auth.authenticate(ClientCredentials(client_id, "wrong-secret", "client_secret_post"))
     assert computed == [(SCRYPT_N, SCRYPT_R, SCRYPT_P, 32)] * MAX_SECRET_HASHES
+
+
+def test_one_sources_failures_do_not_lock_out_another():
+    """A stranger guessing from elsewhere is limited; the real client, from its own address, still gets in."""
+    auth = authenticator(FailureLimiter(burst=3, refill_seconds=10, clock=lambda: 0.0))
+    for _ in range(3):
+        with pytest.raises(OAuthError):
+            auth.authenticate(ClientCredentials("legacy-scanner", "guess", "client_secret_post"), "198.51.100.66")
+    with pytest.raises(OAuthError) as raised:
+        auth.authenticate(ClientCredentials("legacy-scanner", "guess", "client_secret_post"), "198.51.100.66")
+    assert raised.value.status == 429
+    real = ClientCredentials("legacy-scanner", OLD, "client_secret_post")
+    assert auth.authenticate(real, "203.0.113.7") == "legacy-scanner"

@@ -4,8 +4,8 @@ For systems that can do neither mTLS nor signed assertions. The policy stores
 only slow salted hashes (scrypt); two may be active per client, for rotation.
 Comparison is constant-time, every client id (unknown, one hash or mid-rotation)
 costs the same number of scrypt verifications, and failed attempts are
-rate-limited per client id (a token bucket that refills: no lockout an attacker
-could trigger for good).
+rate-limited per client id and source address (a token bucket that refills), so a
+stranger's guesses never lock out the real client calling from elsewhere.
 """
 
 from __future__ import annotations
@@ -74,31 +74,31 @@ def presented_credentials(headers: Mapping[str, str], parameters: Mapping[str, s
 
 
 class FailureLimiter:
-    """Per client id: ``burst`` failures, then one more every ``refill_seconds``."""
+    """Per key: ``burst`` failures, then one more every ``refill_seconds``."""
 
     def __init__(self, burst: int = 10, refill_seconds: float = 6.0, clock: Callable[[], float] = time.monotonic):
         self._burst = burst
         self._refill = refill_seconds
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, client_id: str) -> int:
+    def retry_after(self, key: tuple[str, str]) -> int:
         """0 if an attempt may go ahead, else the seconds to wait."""
         with self._lock:
-            tokens = self._tokens(client_id)
+            tokens = self._tokens(key)
             return 0 if tokens >= 1 else max(1, round((1 - tokens) * self._refill))
 
-    def failed(self, client_id: str) -> None:
+    def failed(self, key: tuple[str, str]) -> None:
         with self._lock:
-            self._buckets[client_id] = (self._tokens(client_id) - 1, self._clock())
+            self._buckets[key] = (self._tokens(key) - 1, self._clock())
             if len(self._buckets) > 10_000:  # forget clients whose buckets are full again
                 now = self._clock()
                 self._buckets = {key: value for key, value in self._buckets.items()
                                  if value[0] + (now - value[1]) / self._refill < self._burst}
 
-    def _tokens(self, client_id: str) -> float:
-        tokens, since = self._buckets.get(client_id, (float(self._burst), self._clock()))
+    def _tokens(self, key: tuple[str, str]) -> float:
+        tokens, since = self._buckets.get(key, (float(self._burst), self._clock()))
         return min(float(self._burst), tokens + (self._clock() - since) / self._refill)
 
 
@@ -110,16 +110,23 @@ class SecretAuthenticator:
         # list to the same length, so each attempt costs MAX_SECRET_HASHES verifications.
         self._padding = tuple(hash_secret(secrets.token_urlsafe(16)) for _ in range(MAX_SECRET_HASHES))
 
-    def authenticate(self, credentials: ClientCredentials) -> str:
-        """The authenticated client id, or ``OAuthError``."""
+    def authenticate(self, credentials: ClientCredentials, source: str = "") -> str:
+        """The authenticated client id, or ``OAuthError``. ``source``: the caller's address.
+
+        Failures count per (client id, source): keyed by client id alone, anyone could lock a
+        client out by guessing its secret. The source is the address Google's load balancer saw
+        (``dispatch.client_address``), which the caller cannot choose per request.
+        """
         basic = credentials.method == "client_secret_basic"
         client_id = credentials.client_id
         if not client_id:
             raise _invalid("The client_id is required with a client secret", basic)
-        wait = self._limiter.retry_after(client_id)
+        key = (client_id, source)
+        wait = self._limiter.retry_after(key)
         if wait:
-            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r}; "
-                             f"retry after {wait} s", Reason.RATE_LIMITED, headers=(("Retry-After", str(wait)),))
+            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r} "
+                             f"from this address; retry after {wait} s", Reason.RATE_LIMITED,
+                             headers=(("Retry-After", str(wait)),))
         rule = self._policy.secret_rule(client_id)
         hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else ()
         # Always the same number of verifications and no early exit: the time says neither whether
@@ -127,7 +134,7 @@ class SecretAuthenticator:
         padded = (*hashes, *self._padding)[:MAX_SECRET_HASHES]
         matched = [verify_secret(credentials.secret, encoded) for encoded in padded][:len(hashes)]
         if not any(matched):
-            self._limiter.failed(client_id)
+            self._limiter.failed(key)
             raise _invalid("The client id or secret is wrong", basic)
         return client_id
 

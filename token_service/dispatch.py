@@ -28,13 +28,24 @@ class HttpRequest(NamedTuple):
     headers: Mapping[str, str]  # lower-cased names
     body: bytes = b""
     url: str = ""
-    remote_ip: str = ""
+    remote_ip: str = ""  # client_address(): what the audit line records and the secret failure limit keys on
 
 
 class HttpResponse(NamedTuple):
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+def client_address(forwarded_for: str, peer: str) -> str:
+    """The caller's address as Google's load balancer saw it, from ``X-Forwarded-For``.
+
+    The load balancer appends ``<client-ip>,<load-balancer-ip>`` to whatever the caller sent, so
+    only the second-to-last entry is its own; earlier ones are the caller's to choose. Without
+    that shape (no load balancer in front), the peer's address.
+    """
+    entries = [entry.strip() for entry in forwarded_for.split(",")]
+    return entries[-2] if len(entries) >= 2 and entries[-2] else peer
 
 
 def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
