@@ -126,3 +126,19 @@ def test_one_sources_failures_do_not_lock_out_another():
     assert raised.value.status == 429
     real = ClientCredentials("legacy-scanner", OLD, "client_secret_post")
     assert auth.authenticate(real, "203.0.113.7") == "legacy-scanner"
+
+
+@pytest.mark.parametrize(("claimed", "label"), [
+    ("legacy-scanner", "legacy-scanner"),  # a known id, whole
+    ("no-such-client", "no-such-client"),  # guessing ids is worth tracing too
+    ('evil"\n{"severity":"INFO"}é', "evil????severity???INFO???"),  # no quotes, line breaks or other text
+    ("x" * 500, "x" * 64 + "...[500 chars]"),  # bounded, its length kept
+])
+def test_refused_attempts_carry_the_claimed_client_id_sanitised_and_never_the_secret(claimed, label):
+    auth = authenticator(FailureLimiter(burst=1, refill_seconds=10, clock=lambda: 0.0))
+    for status in (401, 429):  # a wrong secret, then the limit
+        with pytest.raises(OAuthError) as raised:
+            auth.authenticate(ClientCredentials(claimed, "the-guessed-secret", "client_secret_post"), "198.51.100.66")
+        assert raised.value.status == status
+        assert dict(raised.value.audit_labels)["claimed_client_id"] == label
+        assert "the-guessed-secret" not in repr(raised.value)

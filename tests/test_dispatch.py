@@ -223,6 +223,13 @@ def test_a_strangers_wrong_secrets_do_not_lock_out_the_real_client(secret_servic
     assert status == 200 and "id_token" in body
 
 
+def test_a_refused_secret_attempt_names_the_claimed_client_id_but_never_the_secret(secret_service, audit):
+    assert post_secret(secret_service, "guessed-secret-1234", "198.51.100.66")[0] == 401
+    (entry,) = audit.entries
+    assert entry["logging.googleapis.com/labels"]["claimed_client_id"] == "legacy-scanner"
+    assert "guessed-secret-1234" not in json.dumps(entry)
+
+
 @pytest.mark.parametrize(("forwarded_for", "peer", "address"), [
     ("203.0.113.7,130.211.0.5", "169.254.1.1", "203.0.113.7"),  # Google's load balancer: <client>,<lb>
     # What the caller sent comes first and is not believed: rotating it cannot escape the failure limit.

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -25,6 +26,8 @@ from token_service.errors import OAuthError, Reason, invalid_request
 from token_service.policy import MAX_SECRET_HASHES, Policy
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+CLAIMED_CLIENT_ID_LIMIT = 64  # the longest client id a policy accepts
+_NOT_IN_A_CLIENT_ID = re.compile(r"[^A-Za-z0-9._~-]")
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> str:
@@ -119,14 +122,15 @@ class SecretAuthenticator:
         """
         basic = credentials.method == "client_secret_basic"
         client_id = credentials.client_id
+        labels = (("claimed_client_id", claimed_client_id_label(client_id)),)
         if not client_id:
-            raise _invalid("The client_id is required with a client secret", basic)
+            raise _invalid("The client_id is required with a client secret", basic, labels)
         key = (client_id, source)
         wait = self._limiter.retry_after(key)
         if wait:
             raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r} "
                              f"from this address; retry after {wait} s", Reason.RATE_LIMITED,
-                             headers=(("Retry-After", str(wait)),))
+                             headers=(("Retry-After", str(wait)),), audit_labels=labels)
         rule = self._policy.secret_rule(client_id)
         hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else ()
         # Always the same number of verifications and no early exit: the time says neither whether
@@ -135,11 +139,20 @@ class SecretAuthenticator:
         matched = [verify_secret(credentials.secret, encoded) for encoded in padded][:len(hashes)]
         if not any(matched):
             self._limiter.failed(key)
-            raise _invalid("The client id or secret is wrong", basic)
+            raise _invalid("The client id or secret is wrong", basic, labels)
         return client_id
 
 
-def _invalid(description: str, basic: bool) -> OAuthError:
+def claimed_client_id_label(client_id: str) -> str:
+    """The unverified client id of a refused attempt, for the audit line: whom someone is guessing
+    for. Cut to the longest id a policy accepts (its length kept) and only a client id's
+    characters (others become ``?``): the caller chose every byte of it."""
+    cut = _NOT_IN_A_CLIENT_ID.sub("?", client_id[:CLAIMED_CLIENT_ID_LIMIT])
+    return cut if len(client_id) <= CLAIMED_CLIENT_ID_LIMIT else f"{cut}...[{len(client_id)} chars]"
+
+
+def _invalid(description: str, basic: bool, labels: tuple[tuple[str, str], ...] = ()) -> OAuthError:
     # RFC 6749 5.2: a client that tried the Authorization header gets a challenge.
     headers = (("WWW-Authenticate", 'Basic realm="token-service"'),) if basic else ()
-    return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers)
+    return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers,
+                      audit_labels=labels)
