@@ -6,7 +6,8 @@ Like a backend service with a ServerTlsPolicy in ALLOW_INVALID_OR_MISSING_CLIENT
 mode, it completes the handshake whether or not the client certificate verifies
 against the trust config (the dev CA), removes client-supplied headers that share
 a name with its custom request headers, and sets those headers in the load
-balancer's documented formats (google-contracts.md section 1). Header names come
+balancer's documented formats (google-contracts.md section 1), and appends
+``<client-ip>,<lb-ip>`` to any X-Forwarded-For the client sent. Header names come
 from the same MTLS_HEADER_* variables the function reads. Like the load balancer
 deploy.sh configures, it also sends the secret the function requires
 (PROXY_SECRETS, the first value; PROXY_SECRET_HEADER), replacing any
@@ -181,7 +182,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             and name.lower() != "x-forwarded-for"
         ]
         headers += list(injected.items())
-        headers += [("X-Forwarded-For", f"{self.client_address[0]},127.0.0.1"),
+        # Like Google's load balancer: <client-ip>,<lb-ip> appended to whatever the client sent.
+        sent = ",".join(self.headers.get_all("X-Forwarded-For") or [])
+        appended = f"{self.client_address[0]},127.0.0.1"
+        headers += [("X-Forwarded-For", f"{sent},{appended}" if sent else appended),
                     ("X-Forwarded-Proto", "https"), ("Host", self.headers.get("Host", ""))]
         backend = urlsplit(self.server.config.backend)
         upstream = http.client.HTTPConnection(backend.hostname, backend.port or 80, timeout=60)
