@@ -142,3 +142,4 @@ def test_refused_attempts_carry_the_claimed_client_id_sanitised_and_never_the_se
         assert raised.value.status == status
         assert dict(raised.value.audit_labels)["claimed_client_id"] == label
         assert "the-guessed-secret" not in repr(raised.value)
+    assert f"'{label}'" in raised.value.description  # the 429 names the client: sanitised there too

@@ -122,13 +122,14 @@ class SecretAuthenticator:
         """
         basic = credentials.method == "client_secret_basic"
         client_id = credentials.client_id
-        labels = (("claimed_client_id", claimed_client_id_label(client_id)),)
+        claimed = claimed_client_id_label(client_id)
+        labels = (("claimed_client_id", claimed),)
         if not client_id:
             raise _invalid("The client_id is required with a client secret", basic, labels)
         key = (client_id, source)
         wait = self._limiter.retry_after(key)
         if wait:
-            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r} "
+            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client '{claimed}' "
                              f"from this address; retry after {wait} s", Reason.RATE_LIMITED,
                              headers=(("Retry-After", str(wait)),), audit_labels=labels)
         rule = self._policy.secret_rule(client_id)
