@@ -9,5 +9,5 @@ def test_the_entry_the_load_balancer_appended_not_the_ones_the_client_sent():
 
 
 def test_without_a_load_balancers_pair():
-    assert client_ip("203.0.113.9", "10.9.9.9") == "203.0.113.9"
+    assert client_ip("203.0.113.9", "10.9.9.9") == "10.9.9.9"  # a lone entry is the caller's word
     assert client_ip("", "10.9.9.9") == "10.9.9.9"

@@ -7,6 +7,7 @@ import pytest
 
 from tests.support import FINGERPRINT, ISSUER, verified_headers
 from token_service.audit import JsonLineWriter
+from token_service.client_address import client_ip
 from token_service.config import load_settings
 from token_service.dispatch import HttpRequest, dispatch, may_wait
 from token_service.errors import Reason
@@ -194,3 +195,48 @@ def test_only_requests_answered_from_memory_stay_off_the_thread_pool(service, me
 def test_with_a_remote_signer_every_token_request_may_wait(service, monkeypatch):
     monkeypatch.setattr(service.signer, "signs_in_process", False)  # what IamSigner says
     assert may_wait(service, HttpRequest("POST", "/token", FORM, b"grant_type=client_credentials"))
+
+
+@pytest.fixture
+def secret_service(environ, tmp_path, audit):
+    from token_service.client_secret import hash_secret
+    from token_service.service import service_from_environment
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules:\n  - name: scanner\n    client_secret:\n      client_id: legacy-scanner\n"
+                      f"      secret_hashes: ['{hash_secret('the-real-secret')}']\n")
+    return service_from_environment({**environ, "AUTH_FLOWS": "client-secret", "POLICY_FILE": str(policy)},
+                                    audit.stream)
+
+
+def post_secret(service, secret: str, remote_ip: str):
+    body = f"grant_type=client_credentials&client_id=legacy-scanner&client_secret={secret}".encode()
+    response = dispatch(service, HttpRequest("POST", "/token", FORM, body, url=f"{ISSUER}/token",
+                                             remote_ip=remote_ip))
+    return response.status, json.loads(response.body)
+
+
+def test_a_strangers_wrong_secrets_do_not_lock_out_the_real_client(secret_service):
+    for _ in range(10):
+        assert post_secret(secret_service, "guess", "198.51.100.66")[0] == 401
+    assert post_secret(secret_service, "guess", "198.51.100.66")[0] == 429  # the guesser is limited
+    status, body = post_secret(secret_service, "the-real-secret", "203.0.113.7")
+    assert status == 200 and "id_token" in body
+
+
+def test_a_refused_secret_attempt_names_the_claimed_client_id_but_never_the_secret(secret_service, audit):
+    assert post_secret(secret_service, "guessed-secret-1234", "198.51.100.66")[0] == 401
+    (entry,) = audit.entries
+    assert entry["logging.googleapis.com/labels"]["claimed_client_id"] == "legacy-scanner"
+    assert "guessed-secret-1234" not in json.dumps(entry)
+
+
+@pytest.mark.parametrize(("forwarded_for", "peer", "address"), [
+    ("203.0.113.7,130.211.0.5", "169.254.1.1", "203.0.113.7"),  # Google's load balancer: <client>,<lb>
+    # What the caller sent comes first and is not believed: rotating it cannot escape the failure limit.
+    ("6.6.6.6, 7.7.7.7,203.0.113.7, 130.211.0.5", "169.254.1.1", "203.0.113.7"),
+    ("", "127.0.0.1", "127.0.0.1"),  # no load balancer in front (local runs): the peer
+    ("6.6.6.6", "127.0.0.1", "127.0.0.1"),  # not the load balancer's format
+])
+def test_the_client_address_is_the_one_the_load_balancer_saw(forwarded_for, peer, address):
+    assert client_ip(forwarded_for, peer) == address

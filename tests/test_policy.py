@@ -131,6 +131,10 @@ def test_a_matching_rule_limits_what_the_client_receives(policy, facts, scopes, 
         ("rules:\n  - name: a\n  - name: b\n    certificate: {sha256: x}\n", ["line 2", "exactly one"]),
         ("rules:\n  - {name: a, assertion: {issuer: nowhere, subject: x}}\n", ["not the name of an entry"]),
         ("rules:\n  - {name: a, client_secret: {client_id: c, secret_hashes: [plain]}}\n", ["hash-secret"]),
+        # Malformed, or another cost: either would make this client's attempts take another time.
+        ("rules:\n  - {name: a, client_secret: {client_id: c, secret_hashes: [scrypt$garbage]}}\n", ["hash-secret"]),
+        ("rules:\n  - {name: a, client_secret: {client_id: c, secret_hashes: ['scrypt$1048576$8$1$"
+         "AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=']}}\n", ["hash-secret"]),
         ("rules:\n  - {name: a, certificate: {sha256: x}}\n  - {name: a, certificate: {sha256: y}}\n",
          ["duplicate rule name"]),
         ("rules:\n  - {name: a, certificate: {sha256: x}, allow: {claims: {sub: evil}}}\n", ["reserved claim 'sub'"]),

@@ -101,13 +101,14 @@ class Authenticator:
         return wanted
 
     def authenticate(
-        self, flow: str, headers: Mapping[str, str], parameters: Mapping[str, str], now: datetime
+        self, flow: str, headers: Mapping[str, str], parameters: Mapping[str, str], now: datetime, source: str = ""
     ) -> AuthenticatedClient:
+        """``source``: the caller's address (``client_address.client_ip``), for the secret failure limit."""
         if flow == XLB_MTLS_FLOW:
             return self._certificate(headers, now)
         if flow == JWT_BEARER_FLOW:
             return self._assertion(parameters)
-        return self._secret(headers, parameters)
+        return self._secret(headers, parameters, source)
 
     def _certificate(self, headers: Mapping[str, str], now: datetime) -> AuthenticatedClient:
         return certificate_client(mtls.authenticate(headers, self._names, now))
@@ -116,9 +117,9 @@ class Authenticator:
         assert self._assertions is not None
         return assertion_client(self._assertions.verify(parameters.get("assertion", "")))
 
-    def _secret(self, headers: Mapping[str, str], parameters: Mapping[str, str]) -> AuthenticatedClient:
+    def _secret(self, headers: Mapping[str, str], parameters: Mapping[str, str], source: str) -> AuthenticatedClient:
         assert self._secrets is not None
         credentials = presented_credentials(headers, parameters)
         if credentials is None:  # flow_for only picks this flow when a secret was presented
             raise OAuthError(401, "invalid_client", "A client secret is required", Reason.INVALID_CLIENT_SECRET)
-        return secret_client(self._secrets.authenticate(credentials), credentials.method)
+        return secret_client(self._secrets.authenticate(credentials, source), credentials.method)

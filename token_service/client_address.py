@@ -10,9 +10,8 @@ from __future__ import annotations
 
 
 def client_ip(forwarded_for: str, peer: str) -> str:
-    """The second-to-last X-Forwarded-For entry; with a single entry (a caller that bypassed the load
-    balancer, already refused) that entry, and without the header the connection's peer."""
-    entries = forwarded_for.split(",")
-    if len(entries) >= 2:
-        return entries[-2].strip()
-    return entries[0].strip() or peer
+    """The second-to-last X-Forwarded-For entry. Without the load balancer's two entries (a caller
+    that bypassed it, already refused, or a local run) the connection's peer: a lone entry is the
+    caller's own word, and the client-secret failure limit keys on this address."""
+    entries = [entry.strip() for entry in forwarded_for.split(",")]
+    return entries[-2] if len(entries) >= 2 and entries[-2] else peer

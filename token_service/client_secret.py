@@ -2,9 +2,10 @@
 
 For systems that can do neither mTLS nor signed assertions. The policy stores
 only slow salted hashes (scrypt); two may be active per client, for rotation.
-Comparison is constant-time, unknown clients cost the same work as known ones,
-and failed attempts are rate-limited per client id (a token bucket that refills:
-no lockout an attacker could trigger for good).
+Comparison is constant-time, every client id (unknown, one hash or mid-rotation)
+costs the same number of scrypt verifications, and failed attempts are
+rate-limited per client id and source address (a token bucket that refills), so a
+stranger's guesses never lock out the real client calling from elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -21,9 +23,11 @@ from typing import NamedTuple
 from urllib.parse import unquote_plus
 
 from token_service.errors import OAuthError, Reason, invalid_request
-from token_service.policy import Policy
+from token_service.policy import MAX_SECRET_HASHES, Policy
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+CLAIMED_CLIENT_ID_LIMIT = 64  # the longest client id a policy accepts
+_NOT_IN_A_CLIENT_ID = re.compile(r"[^A-Za-z0-9._~-]")
 
 
 def hash_secret(secret: str, salt: bytes | None = None) -> str:
@@ -73,31 +77,31 @@ def presented_credentials(headers: Mapping[str, str], parameters: Mapping[str, s
 
 
 class FailureLimiter:
-    """Per client id: ``burst`` failures, then one more every ``refill_seconds``."""
+    """Per key: ``burst`` failures, then one more every ``refill_seconds``."""
 
     def __init__(self, burst: int = 10, refill_seconds: float = 6.0, clock: Callable[[], float] = time.monotonic):
         self._burst = burst
         self._refill = refill_seconds
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after(self, client_id: str) -> int:
+    def retry_after(self, key: tuple[str, str]) -> int:
         """0 if an attempt may go ahead, else the seconds to wait."""
         with self._lock:
-            tokens = self._tokens(client_id)
+            tokens = self._tokens(key)
             return 0 if tokens >= 1 else max(1, round((1 - tokens) * self._refill))
 
-    def failed(self, client_id: str) -> None:
+    def failed(self, key: tuple[str, str]) -> None:
         with self._lock:
-            self._buckets[client_id] = (self._tokens(client_id) - 1, self._clock())
+            self._buckets[key] = (self._tokens(key) - 1, self._clock())
             if len(self._buckets) > 10_000:  # forget clients whose buckets are full again
                 now = self._clock()
                 self._buckets = {key: value for key, value in self._buckets.items()
                                  if value[0] + (now - value[1]) / self._refill < self._burst}
 
-    def _tokens(self, client_id: str) -> float:
-        tokens, since = self._buckets.get(client_id, (float(self._burst), self._clock()))
+    def _tokens(self, key: tuple[str, str]) -> float:
+        tokens, since = self._buckets.get(key, (float(self._burst), self._clock()))
         return min(float(self._burst), tokens + (self._clock() - since) / self._refill)
 
 
@@ -105,29 +109,51 @@ class SecretAuthenticator:
     def __init__(self, policy: Policy, limiter: FailureLimiter | None = None):
         self._policy = policy
         self._limiter = limiter or FailureLimiter()
-        self._dummy = hash_secret(secrets.token_urlsafe(16))
+        # Hashes no secret matches, with the parameters hash-secret uses: they pad every client's
+        # list to the same length, so each attempt costs MAX_SECRET_HASHES verifications.
+        self._padding = tuple(hash_secret(secrets.token_urlsafe(16)) for _ in range(MAX_SECRET_HASHES))
 
-    def authenticate(self, credentials: ClientCredentials) -> str:
-        """The authenticated client id, or ``OAuthError``."""
+    def authenticate(self, credentials: ClientCredentials, source: str = "") -> str:
+        """The authenticated client id, or ``OAuthError``. ``source``: the caller's address.
+
+        Failures count per (client id, source): keyed by client id alone, anyone could lock a
+        client out by guessing its secret. The source is the address Google's load balancer saw
+        (``client_address.client_ip``), which the caller cannot choose per request.
+        """
         basic = credentials.method == "client_secret_basic"
         client_id = credentials.client_id
+        claimed = claimed_client_id_label(client_id)
+        labels = (("claimed_client_id", claimed),)
         if not client_id:
-            raise _invalid("The client_id is required with a client secret", basic)
-        wait = self._limiter.retry_after(client_id)
+            raise _invalid("The client_id is required with a client secret", basic, labels)
+        key = (client_id, source)
+        wait = self._limiter.retry_after(key)
         if wait:
-            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client {client_id[:64]!r}; "
-                             f"retry after {wait} s", Reason.RATE_LIMITED, headers=(("Retry-After", str(wait)),))
+            raise OAuthError(429, "invalid_client", f"Too many failed attempts for client '{claimed}' "
+                             f"from this address; retry after {wait} s", Reason.RATE_LIMITED,
+                             headers=(("Retry-After", str(wait)),), audit_labels=labels)
         rule = self._policy.secret_rule(client_id)
-        hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else (self._dummy,)
-        # Check every hash (no early exit), so the time does not say which one matched.
-        matched = [verify_secret(credentials.secret, encoded) for encoded in hashes]
-        if rule is None or not any(matched):
-            self._limiter.failed(client_id)
-            raise _invalid("The client id or secret is wrong", basic)
+        hashes = rule.client_secret.secret_hashes if rule and rule.client_secret else ()
+        # Always the same number of verifications and no early exit: the time says neither whether
+        # the client exists, nor whether it is mid-rotation, nor which hash matched.
+        padded = (*hashes, *self._padding)[:MAX_SECRET_HASHES]
+        matched = [verify_secret(credentials.secret, encoded) for encoded in padded][:len(hashes)]
+        if not any(matched):
+            self._limiter.failed(key)
+            raise _invalid("The client id or secret is wrong", basic, labels)
         return client_id
 
 
-def _invalid(description: str, basic: bool) -> OAuthError:
+def claimed_client_id_label(client_id: str) -> str:
+    """The unverified client id of a refused attempt, for the audit line: whom someone is guessing
+    for. Cut to the longest id a policy accepts (its length kept) and only a client id's
+    characters (others become ``?``): the caller chose every byte of it."""
+    cut = _NOT_IN_A_CLIENT_ID.sub("?", client_id[:CLAIMED_CLIENT_ID_LIMIT])
+    return cut if len(client_id) <= CLAIMED_CLIENT_ID_LIMIT else f"{cut}...[{len(client_id)} chars]"
+
+
+def _invalid(description: str, basic: bool, labels: tuple[tuple[str, str], ...] = ()) -> OAuthError:
     # RFC 6749 5.2: a client that tried the Authorization header gets a challenge.
     headers = (("WWW-Authenticate", 'Basic realm="token-service"'),) if basic else ()
-    return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers)
+    return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers,
+                      audit_labels=labels)

@@ -28,7 +28,7 @@ class HttpRequest(NamedTuple):
     headers: Mapping[str, str]  # lower-cased names
     body: bytes = b""
     url: str = ""
-    remote_ip: str = ""
+    remote_ip: str = ""  # client_address.client_ip(): what the audit line records and the secret failure limit keys on
 
 
 class HttpResponse(NamedTuple):

@@ -28,6 +28,10 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_ASSERTION_LIFETIME = 24 * 3600
+MAX_SECRET_HASHES = 2  # the current secret and, during a rotation, the next
+# What `hash-secret` writes (client_secret.SCRYPT_N, _R, _P; 16-byte salt, 32-byte digest). Nothing
+# else: a malformed hash or another cost would make that client's attempts take a different time.
+_SECRET_HASH = re.compile(r"^scrypt\$16384\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$")
 
 
 class TrustedIssuer(NamedTuple):
@@ -368,7 +372,7 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
         checker.keys(matcher, inner, {"client_id", "secret_hashes"})
         client_id = checker.text(matcher, "client_id", inner, required=True, pattern=_CLIENT_ID)
         hashes = checker.texts(matcher, "secret_hashes", inner)
-        if not 1 <= len(hashes) <= 2 or not all(value.startswith("scrypt$") for value in hashes):
+        if not 1 <= len(hashes) <= MAX_SECRET_HASHES or not all(_SECRET_HASH.match(value) for value in hashes):
             checker.fail(matcher, inner, "secret_hashes must hold one or two hashes from "
                                          "`python -m token_service hash-secret` (two during a rotation)")
         secret = SecretMatch(client_id or "", hashes)

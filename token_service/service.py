@@ -113,7 +113,8 @@ class TokenService:
             labels["flow"] = flow
             wanted = self._exchange_request(request.parameters, response_format)
             now = self._clock()
-            client = self._authenticator.authenticate(flow, headers, request.parameters, _utc(now))
+            source = http_request.remote_ip if http_request else ""
+            client = self._authenticator.authenticate(flow, headers, request.parameters, _utc(now), source)
             labels.update(client.labels)
             grant = self._grant(client, wanted, labels)
             issued = self._issue(client, grant, now, labels)

@@ -104,8 +104,13 @@ def test_client_secret(policy_stack, method):
 
 
 def test_wrong_client_secret(policy_stack):
-    headers = {"Authorization": "Basic " + base64.b64encode(b"legacy-scanner:nope").decode()}
+    guess = "guessed-secret-0123456789"
+    headers = {"Authorization": "Basic " + base64.b64encode(f"legacy-scanner:{guess}".encode()).decode(),
+               "X-Forwarded-For": "198.51.100.66"}  # the caller's own claim of its address: not believed
     response, audit = policy_stack.post_token(None, data={"grant_type": "client_credentials"}, headers=headers)
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
     assert response.headers["WWW-Authenticate"].startswith("Basic")
-    assert audit["logging.googleapis.com/labels"]["reason"] == "invalid_client_secret"
+    labels = audit["logging.googleapis.com/labels"]
+    assert labels["reason"] == "invalid_client_secret" and labels["claimed_client_id"] == "legacy-scanner"
+    assert audit["httpRequest"]["remoteIp"] == "127.0.0.1"  # the address the gateway (load balancer) saw
+    assert guess not in policy_stack.audit_file.read_text()
