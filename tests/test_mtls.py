@@ -4,8 +4,10 @@ import pytest
 
 from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
+from token_service.authentication import certificate_client
 from token_service.config import load_settings
 from token_service.errors import OAuthError, Reason
+from token_service.policy import parse_policy
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -79,6 +81,20 @@ def test_malformed_fingerprint(names, value):
     error = refusal(verified_headers(**{"X-Client-Cert-Hash": value}), names)
     assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
     assert "X-Client-Cert-Hash" in error.description
+
+
+def test_a_non_canonical_spelling_of_the_same_digest_names_the_same_client(names):
+    """Base64 of 32 bytes ends in a character whose two low bits are padding; a decoder ignores them, so
+    other spellings of the same digest exist. They must not yield another client id or miss a pinned rule."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(FINGERPRINT[-1])
+    for variant in (FINGERPRINT[:-1] + alphabet[last | 1], FINGERPRINT[:-1] + alphabet[last | 3] + "="):
+        assert variant.rstrip("=") != FINGERPRINT and mtls.decode_fingerprint(variant) == mtls.decode_fingerprint(
+            FINGERPRINT)
+        certificate = mtls.authenticate(verified_headers(**{"X-Client-Cert-Hash": variant}), names, NOW)
+        assert certificate.client_id == certificate.sha256_fingerprint == FINGERPRINT
+        pinned = parse_policy({"rules": [{"name": "pinned", "certificate": {"sha256": FINGERPRINT}}]})
+        assert pinned.decide(certificate_client(certificate).facts, (), None, None).rule == "pinned"
 
 
 def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -78,6 +79,15 @@ def test_spiffe_trust_domain_glob_and_what_the_rule_allows(policy):
 
 def test_fingerprint_pin_is_padding_insensitive(policy):
     assert policy.decide(cert(sha256="gateway-fingerprint"), (), None, None).rule == "pinned-gateway"
+
+
+def test_fingerprint_pin_matches_whatever_base64_spelling_of_the_digest_it_was_written_in():
+    digest = bytes(range(32))
+    canonical = base64.b64encode(digest).decode().rstrip("=")
+    other_spelling = canonical[:-1] + chr(ord(canonical[-1]) + 1)  # the last character's padding bits set
+    assert base64.b64decode(other_spelling + "=") == digest
+    pinned = parse_policy({"rules": [{"name": "pinned", "certificate": {"sha256": other_spelling + "="}}]})
+    assert pinned.decide(cert(sha256=canonical), (), None, None).rule == "pinned"
 
 
 def test_dns_and_uri_san_globs_must_both_match(policy):

@@ -32,7 +32,7 @@ class ClientCertificate(NamedTuple):
     """What the load balancer reported about a verified client certificate."""
 
     client_id: str
-    sha256_fingerprint: str  # standard base64, unpadded, as the load balancer sends it
+    sha256_fingerprint: str  # canonical standard base64, unpadded, as the load balancer sends it
     serial_number: str
     spiffe_id: str
     dns_sans: tuple[str, ...]
@@ -159,6 +159,13 @@ def decode_fingerprint(value: str) -> bytes:
     return digest
 
 
+def canonical_fingerprint(value: str) -> str:
+    """The one spelling of a base64 SHA-256 fingerprint (standard alphabet, unpadded); ``ValueError`` if
+    it is not 32 bytes. A decoder ignores the last character's two padding bits, so one digest has
+    several spellings, and a client id or a policy pin must not depend on which one was sent."""
+    return base64.b64encode(decode_fingerprint(value)).decode().rstrip("=")
+
+
 def parse_san_header(value: str) -> tuple[str, ...]:
     """Decode a SAN header in either shape the load balancer documentation allows.
 
@@ -221,10 +228,9 @@ def _check_validity(certificate: ClientCertificate, now: datetime) -> None:
 
 def _fingerprint(value: str | None, name: str) -> str:
     try:
-        decode_fingerprint(value or "")
+        return canonical_fingerprint(value or "")
     except ValueError:
-        raise _malformed(name, value, "a base64 SHA-256 fingerprint") from None
-    return (value or "").strip().rstrip("=")
+        raise _malformed(name, value, "a base64 SHA-256 fingerprint (32 bytes)") from None
 
 
 def _san_list(value: str | None, name: str) -> tuple[str, ...]:
