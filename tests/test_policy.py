@@ -186,6 +186,16 @@ def test_simulate_with_a_certificate(tmp_path):
     assert json.loads(denied.stdout)["decision"] == "deny"
 
 
+def test_simulate_refuses_a_dns_san_with_a_comma_as_the_live_flow_does(tmp_path):
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    issued = mint_client(tmp_path, "comma", spiffe=FLEET, dns=["a.example,admin.example"])
+    result = run_cli("simulate", "--policy", str(tmp_path / "policy.yaml"), "--cert", str(issued.certificate))
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["decision"] == "deny" and decision["error"] == "invalid_client"
+    assert "DNS SAN containing a comma" in decision["description"]
+
+
 def test_simulate_with_an_assertion_and_a_secret_client(tmp_path):
     (tmp_path / "policy.yaml").write_text(POLICY)
     import jwt

@@ -23,6 +23,7 @@ from token_service.errors import OAuthError, Reason, invalid_client
 # google.subject, which WIF maps from client_id, "cannot exceed 127 bytes".
 MAX_CLIENT_ID_BYTES = 127
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
+_COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -111,8 +112,12 @@ def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames
 
 
 def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
-    """What the load balancer would report for a verified ``certificate`` (for simulations and tools)."""
-    return _with_client_id(certificate_facts(certificate), names)
+    """What the flow makes of a verified ``certificate`` (for simulations and tools): refused as its headers
+    would be."""
+    facts = certificate_facts(certificate)
+    if any("," in san for san in facts.dns_sans):
+        raise _malformed(names.dnsname_sans, ",".join(facts.dns_sans), _COMMA_IN_DNS_NAME)
+    return _with_client_id(facts, names)
 
 
 def certificate_facts(certificate: x509.Certificate) -> ClientCertificate:
@@ -238,8 +243,7 @@ def _san_list(value: str | None, name: str, *, dns: bool) -> tuple[str, ...]:
     try:
         return parse_san_header(value or "", dns=dns)
     except CommaInDnsName:
-        raise _malformed(name, value, "a list of DNS names: it holds a DNS SAN containing a comma, "
-                                      "which no DNS name does") from None
+        raise _malformed(name, value, _COMMA_IN_DNS_NAME) from None
     except ValueError:
         raise _malformed(name, value, "a comma-separated list of base64-encoded SANs") from None
 
