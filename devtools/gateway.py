@@ -102,7 +102,9 @@ def certificate_headers(
 
 
 def encode_sans(sans: list[str], shape: str) -> str:
-    """Both readings of "comma-separated Base64-encoded list"."""
+    """Both readings of "comma-separated Base64-encoded list": "each" SAN encoded on its own (what the
+    function reads), or the "joined" list encoded once, which cannot tell two SANs from one holding a
+    comma; the function reads it as one SAN, so a certificate with several fails closed."""
     if not sans:
         return ""
     if shape == "joined":
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8443)
     parser.add_argument("--pki", default=".local/pki", help="folder with ca.pem, server.pem, server-key.pem")
     parser.add_argument("--san-shape", choices=SAN_SHAPES, default="each",
-                        help="encode SAN lists item by item (each) or as one joined blob")
+                        help="encode SAN lists item by item (each, what the function reads) or as one joined "
+                             "blob (read as a single SAN, so several SANs fail closed)")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     config = GatewayConfig(

@@ -36,8 +36,8 @@ def test_verified_certificate_headers(tmp_path):
     digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
     assert headers["X-Client-Cert-Hash"] == base64.b64encode(digest).decode().rstrip("=")
     assert headers["X-Client-Cert-SPIFFE"] == "spiffe://td/ns/a/sa/b"
-    assert mtls.parse_san_header(headers["X-Client-Cert-DNSName-SANs"]) == ("a.example", "b.example")
-    assert mtls.parse_san_header(headers["X-Client-Cert-URI-SANs"]) == ("urn:x:1",)  # SPIFFE ID excluded
+    assert mtls.parse_san_header(headers["X-Client-Cert-DNSName-SANs"], dns=True) == ("a.example", "b.example")
+    assert mtls.parse_san_header(headers["X-Client-Cert-URI-SANs"], dns=False) == ("urn:x:1",)  # SPIFFE ID excluded
     assert headers["X-Client-Cert-Valid-Not-After"].endswith("+00:00")
 
 

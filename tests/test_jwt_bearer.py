@@ -152,6 +152,27 @@ def test_refused_assertions(issuer, make, reason, fragment):
     assert error.status in (400, 401) and error.error in ("invalid_grant", "invalid_request")
 
 
+@pytest.mark.parametrize(
+    "subject",
+    ["system:serviceaccount:payments:api\n", "system:serviceaccount:pay\x00ments:api", "system:serviceaccount:\x1b[31m",
+     "system:serviceaccount:payments:api\x85", "system:serviceaccount:\u202eipa:stnemyap",
+     "system:serviceaccount:\u2066payments\u2069:api", "system:serviceaccount:pay\u200bments:api",
+     "system:serviceaccount:payments:api\u2028", "system:serviceaccount:\ufeffpayments:api"],
+    ids=["newline", "nul", "escape", "c1-nel", "rlo", "isolate", "zero-width-space", "line-separator", "bom"],
+)
+def test_subject_with_control_or_bidi_characters_is_refused(issuer, subject):
+    """A sub is copied into the token's sub and the audit line: what it shows must be what it is."""
+    error = refused(verifier(issuer), issuer.mint(audience=BROKER, subject=subject))
+    assert (error.status, error.error, error.reason) == (400, "invalid_grant", Reason.INVALID_ASSERTION)
+    assert "sub" in error.description and "U+" in error.description
+    assert error.description.isprintable()
+
+
+def test_subject_with_printable_non_ascii_is_accepted(issuer):
+    verified = verifier(issuer).verify(issuer.mint(audience=BROKER, subject="system:serviceaccount:zahlung:büro"))
+    assert verified.subject == "system:serviceaccount:zahlung:büro"
+
+
 def test_hs256_signed_with_the_public_key_is_refused(issuer):
     """Key confusion: the issuer's public key used as an HMAC secret."""
     public_pem = issuer._keys[issuer.current_kid].public_key().public_bytes(

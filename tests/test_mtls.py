@@ -4,8 +4,10 @@ import pytest
 
 from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
+from token_service.authentication import certificate_client
 from token_service.config import load_settings
 from token_service.errors import OAuthError, Reason
+from token_service.policy import parse_policy
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -81,6 +83,20 @@ def test_malformed_fingerprint(names, value):
     assert "X-Client-Cert-Hash" in error.description
 
 
+def test_a_non_canonical_spelling_of_the_same_digest_names_the_same_client(names):
+    """Base64 of 32 bytes ends in a character whose two low bits are padding; a decoder ignores them, so
+    other spellings of the same digest exist. They must not yield another client id or miss a pinned rule."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(FINGERPRINT[-1])
+    for variant in (FINGERPRINT[:-1] + alphabet[last | 1], FINGERPRINT[:-1] + alphabet[last | 3] + "="):
+        assert variant.rstrip("=") != FINGERPRINT and mtls.decode_fingerprint(variant) == mtls.decode_fingerprint(
+            FINGERPRINT)
+        certificate = mtls.authenticate(verified_headers(**{"X-Client-Cert-Hash": variant}), names, NOW)
+        assert certificate.client_id == certificate.sha256_fingerprint == FINGERPRINT
+        pinned = parse_policy({"rules": [{"name": "pinned", "certificate": {"sha256": FINGERPRINT}}]})
+        assert pinned.decide(certificate_client(certificate).facts, (), None, None).rule == "pinned"
+
+
 def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):
     certificate = mtls.authenticate(verified_headers(), names, NOW)
     assert mtls.decode_fingerprint(certificate.sha256_fingerprint) == mtls.decode_fingerprint(
@@ -89,23 +105,40 @@ def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):
     assert "=" not in certificate.x5t_s256
 
 
+def test_san_headers_are_one_base64_encoding_per_san_separated_by_commas():
+    assert mtls.parse_san_header(b64("dns-1") + "," + b64("dns-2"), dns=True) == ("dns-1", "dns-2")
+    assert mtls.parse_san_header(b64("dns-1").rstrip("=") + "," + b64("dns-2").rstrip("="), dns=True) == (
+        "dns-1", "dns-2")  # unpadded items
+
+
 @pytest.mark.parametrize(
-    "header",
+    ("header", "sans"),
     [
-        b64("dns-1") + "," + b64("dns-2"),  # each SAN encoded, joined with commas
-        b64("dns-1,dns-2"),  # one encoding of the joined list
-        b64("dns-1, dns-2"),  # the predecessor's test shape
-        b64("dns-1").rstrip("=") + "," + b64("dns-2").rstrip("="),  # unpadded items
+        (b64("https://a.example/x,https://admin.example/"), ("https://a.example/x,https://admin.example/",)),
+        (b64("urn:a,b") + "," + b64("urn:c"), ("urn:a,b", "urn:c")),
     ],
 )
-def test_san_headers_in_both_documented_shapes(header):
-    assert mtls.parse_san_header(header) == ("dns-1", "dns-2")
+def test_a_comma_inside_a_decoded_uri_san_is_data_not_a_separator(names, header, sans):
+    assert mtls.parse_san_header(header, dns=False) == sans
+    certificate = mtls.authenticate(verified_headers(**{"X-Client-Cert-URI-SANs": header}), names, NOW)
+    assert certificate.uri_sans == sans
+
+
+@pytest.mark.parametrize(
+    "header", [b64("a.example,admin.example"), b64("a.example") + "," + b64("b.example,admin.example"),
+               b64("dns-1, dns-2")])
+def test_a_dns_san_containing_a_comma_is_refused(names, header):
+    with pytest.raises(ValueError):
+        mtls.parse_san_header(header, dns=True)
+    error = refusal(verified_headers(**{"X-Client-Cert-DNSName-SANs": header}), names)
+    assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
+    assert "X-Client-Cert-DNSName-SANs" in error.description and "DNS SAN containing a comma" in error.description
 
 
 @pytest.mark.parametrize("header", ["%%%", b64(",,"), b64("a") + ",", b64("bad\x01name"), b64("a\nb")])
 def test_malformed_san_headers(names, header):
     with pytest.raises(ValueError):
-        mtls.parse_san_header(header)
+        mtls.parse_san_header(header, dns=True)
     error = refusal(verified_headers(**{"X-Client-Cert-DNSName-SANs": header}), names)
     assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
 

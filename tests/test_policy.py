@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -78,6 +79,15 @@ def test_spiffe_trust_domain_glob_and_what_the_rule_allows(policy):
 
 def test_fingerprint_pin_is_padding_insensitive(policy):
     assert policy.decide(cert(sha256="gateway-fingerprint"), (), None, None).rule == "pinned-gateway"
+
+
+def test_fingerprint_pin_matches_whatever_base64_spelling_of_the_digest_it_was_written_in():
+    digest = bytes(range(32))
+    canonical = base64.b64encode(digest).decode().rstrip("=")
+    other_spelling = canonical[:-1] + chr(ord(canonical[-1]) + 1)  # the last character's padding bits set
+    assert base64.b64decode(other_spelling + "=") == digest
+    pinned = parse_policy({"rules": [{"name": "pinned", "certificate": {"sha256": other_spelling + "="}}]})
+    assert pinned.decide(cert(sha256=canonical), (), None, None).rule == "pinned"
 
 
 def test_dns_and_uri_san_globs_must_both_match(policy):
@@ -178,6 +188,16 @@ def test_simulate_with_a_certificate(tmp_path):
     denied = run_cli("simulate", "--policy", str(tmp_path / "policy.yaml"), "--cert", str(issued.certificate),
                      "--service-account", "admin@p.iam.gserviceaccount.com", "--scope", SCOPE)
     assert json.loads(denied.stdout)["decision"] == "deny"
+
+
+def test_simulate_refuses_a_dns_san_with_a_comma_as_the_live_flow_does(tmp_path):
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    issued = mint_client(tmp_path, "comma", spiffe=FLEET, dns=["a.example,admin.example"])
+    result = run_cli("simulate", "--policy", str(tmp_path / "policy.yaml"), "--cert", str(issued.certificate))
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)
+    assert decision["decision"] == "deny" and decision["error"] == "invalid_client"
+    assert "DNS SAN containing a comma" in decision["description"]
 
 
 def test_simulate_with_an_assertion_and_a_secret_client(tmp_path):

@@ -35,13 +35,15 @@ def test_form_parser_never_fails_unexpectedly(body, content_type):
         assert isinstance(request.parameters, dict)
 
 
-@given(text)
-def test_san_parser_returns_printable_sans_or_value_error(value):
+@given(text, st.booleans())
+def test_san_parser_returns_printable_sans_or_value_error(value, dns):
     try:
-        sans = mtls.parse_san_header(value)
+        sans = mtls.parse_san_header(value, dns=dns)
     except ValueError:
         return
-    assert all(san and san.isprintable() and "," not in san for san in sans)
+    assert all(san and san.isprintable() for san in sans)
+    assert not sans or len(sans) == value.count(",") + 1  # only a raw comma separates
+    assert not dns or not any("," in san for san in sans)
 
 
 @given(text)

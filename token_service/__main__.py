@@ -72,7 +72,10 @@ def simulate_decision(args: argparse.Namespace) -> dict[str, Any]:
                                          "audience": args.audience})
     except OAuthError as error:
         return {"decision": "invalid_request", "description": error.description}
-    client = _client(args, policy)
+    try:
+        client = _client(args, policy)
+    except OAuthError as error:  # the live flow refuses this proof before any rule is consulted
+        return {"decision": "deny", "error": error.error, "description": error.description, "rule": ""}
     result: dict[str, Any] = {"flow": client.flow, "client_id": client.client_id}
     try:
         grant = policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)

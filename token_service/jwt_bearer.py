@@ -13,6 +13,7 @@ import base64
 import json
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -27,6 +28,10 @@ MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = ("RS256", "ES256")
 MAX_SUBJECT_BYTES = 127
+# Controls (C0, C1), format characters (bidi overrides and isolates, zero-width, BOM), surrogates and the
+# line/paragraph separators: in a sub they would make the token's sub and the audit line show a
+# different identity than the one it is.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class VerifiedAssertion(NamedTuple):
@@ -149,7 +154,16 @@ class AssertionVerifier:
                                 f"for issuer {issuer.name}", Reason.INVALID_ASSERTION)
         if not isinstance(claims["sub"], str) or not claims["sub"]:
             raise invalid_grant("The assertion's sub must be a non-empty string", Reason.INVALID_ASSERTION)
+        hidden = _first_hidden_character(claims["sub"])
+        if hidden is not None:
+            raise invalid_grant(f"The assertion's sub contains a control or invisible formatting character "
+                                f"(U+{ord(hidden[1]):04X} at position {hidden[0]})", Reason.INVALID_ASSERTION)
         return claims
+
+
+def _first_hidden_character(text: str) -> tuple[int, str] | None:
+    return next(((index, char) for index, char in enumerate(text)
+                 if unicodedata.category(char) in _HIDDEN_CATEGORIES), None)
 
 
 def _peek(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -23,16 +23,21 @@ from token_service.errors import OAuthError, Reason, invalid_client
 # google.subject, which WIF maps from client_id, "cannot exceed 127 bytes".
 MAX_CLIENT_ID_BYTES = 127
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
+_COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
 
 if TYPE_CHECKING:
     from cryptography import x509
+
+
+class CommaInDnsName(ValueError):
+    """A decoded DNS SAN holds a comma, which no DNS name does."""
 
 
 class ClientCertificate(NamedTuple):
     """What the load balancer reported about a verified client certificate."""
 
     client_id: str
-    sha256_fingerprint: str  # standard base64, unpadded, as the load balancer sends it
+    sha256_fingerprint: str  # canonical standard base64, unpadded, as the load balancer sends it
     serial_number: str
     spiffe_id: str
     dns_sans: tuple[str, ...]
@@ -99,16 +104,20 @@ def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames
         sha256_fingerprint=_fingerprint(fingerprint, names.sha256_fingerprint),
         serial_number=_printable(serial, names.serial_number),
         spiffe_id=_spiffe_id(spiffe_id, names.spiffe_id),
-        dns_sans=_san_list(dns_sans, names.dnsname_sans),
-        uri_sans=_san_list(uri_sans, names.uri_sans),
+        dns_sans=_san_list(dns_sans, names.dnsname_sans, dns=True),
+        uri_sans=_san_list(uri_sans, names.uri_sans, dns=False),
         not_before=_timestamp(not_before, names.valid_not_before),
         not_after=_timestamp(not_after, names.valid_not_after),
     )
 
 
 def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
-    """What the load balancer would report for a verified ``certificate`` (for simulations and tools)."""
-    return _with_client_id(certificate_facts(certificate), names)
+    """What the flow makes of a verified ``certificate`` (for simulations and tools): refused as its headers
+    would be."""
+    facts = certificate_facts(certificate)
+    if any("," in san for san in facts.dns_sans):
+        raise _malformed(names.dnsname_sans, ",".join(facts.dns_sans), _COMMA_IN_DNS_NAME)
+    return _with_client_id(facts, names)
 
 
 def certificate_facts(certificate: x509.Certificate) -> ClientCertificate:
@@ -159,22 +168,26 @@ def decode_fingerprint(value: str) -> bytes:
     return digest
 
 
-def parse_san_header(value: str) -> tuple[str, ...]:
-    """Decode a SAN header in either shape the load balancer documentation allows.
+def canonical_fingerprint(value: str) -> str:
+    """The one spelling of a base64 SHA-256 fingerprint (standard alphabet, unpadded); ``ValueError`` if
+    it is not 32 bytes. A decoder ignores the last character's two padding bits, so one digest has
+    several spellings, and a client id or a policy pin must not depend on which one was sent."""
+    return base64.b64encode(decode_fingerprint(value)).decode().rstrip("=")
 
-    "Comma-separated Base64-encoded list" is read two ways: each SAN encoded on
-    its own and the results joined with commas, or one encoding of the joined
-    list. Base64 has no comma, so a raw comma means the first shape; otherwise
-    the decoded text is split on commas (DNS names cannot contain one).
+
+def parse_san_header(value: str, *, dns: bool) -> tuple[str, ...]:
+    """Decode a SAN header: each SAN base64-encoded on its own, the encodings separated by commas.
+
+    Base64 has no comma, so only a raw comma separates; a comma inside a decoded SAN is data (a URI
+    may hold one) and never splits it, or a certificate with one URI SAN could claim a second one
+    it was not issued. A DNS name cannot hold a comma: a decoded DNS SAN with one is malformed.
     """
     value = value.strip()
     if not value:
         return ()
-    items = value.split(",")
-    decoded = [_decode_text(item.strip()) for item in items]
-    if len(items) == 1:
-        decoded = decoded[0].split(",")
-    sans = tuple(san.strip() for san in decoded)
+    sans = tuple(_decode_text(item.strip()) for item in value.split(","))
+    if dns and any("," in san for san in sans):
+        raise CommaInDnsName("a DNS SAN containing a comma")
     if any(not san or not _PRINTABLE.match(san) for san in sans):
         raise ValueError("empty or non-printable SAN")
     return sans
@@ -221,17 +234,18 @@ def _check_validity(certificate: ClientCertificate, now: datetime) -> None:
 
 def _fingerprint(value: str | None, name: str) -> str:
     try:
-        decode_fingerprint(value or "")
+        return canonical_fingerprint(value or "")
     except ValueError:
-        raise _malformed(name, value, "a base64 SHA-256 fingerprint") from None
-    return (value or "").strip().rstrip("=")
+        raise _malformed(name, value, "a base64 SHA-256 fingerprint (32 bytes)") from None
 
 
-def _san_list(value: str | None, name: str) -> tuple[str, ...]:
+def _san_list(value: str | None, name: str, *, dns: bool) -> tuple[str, ...]:
     try:
-        return parse_san_header(value or "")
+        return parse_san_header(value or "", dns=dns)
+    except CommaInDnsName:
+        raise _malformed(name, value, _COMMA_IN_DNS_NAME) from None
     except ValueError:
-        raise _malformed(name, value, "a comma-separated base64 list of SANs") from None
+        raise _malformed(name, value, "a comma-separated list of base64-encoded SANs") from None
 
 
 def _spiffe_id(value: str | None, name: str) -> str:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from token_service.config import ConfigurationError
 from token_service.errors import OAuthError, Reason
+from token_service.mtls import canonical_fingerprint
 
 # Claims the broker sets itself; a rule's extra claims may not replace them.
 RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "iat", "exp", "nbf", "jti", "amr", "client_id", "client",
@@ -349,7 +350,7 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
         certificate = CertificateMatch(
             checker.texts(matcher, "spiffe_id", inner), checker.texts(matcher, "dns_san", inner),
             checker.texts(matcher, "uri_san", inner),
-            tuple(value.rstrip("=") for value in checker.texts(matcher, "sha256", inner)),
+            tuple(_pin(value) for value in checker.texts(matcher, "sha256", inner)),
         )
         if certificate == CertificateMatch():
             checker.fail(matcher, inner, "name at least one of spiffe_id, dns_san, uri_san, sha256 "
@@ -377,6 +378,15 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
                                          "`python -m token_service hash-secret` (two during a rotation)")
         secret = SecretMatch(client_id or "", hashes)
     return Rule(name or "", certificate, assertion, secret, _allowance(checker, node.get("allow", {}), where))
+
+
+def _pin(value: str) -> str:
+    """A fingerprint pin in the one spelling the mTLS flow gives the client's digest (canonical base64,
+    unpadded); a value that is no 32-byte digest is kept as written and never matches."""
+    try:
+        return canonical_fingerprint(value)
+    except ValueError:
+        return value.rstrip("=")
 
 
 def _allowance(checker: _Checker, node: Any, where: str) -> Allowance:

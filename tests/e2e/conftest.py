@@ -31,6 +31,7 @@ from token_service.client_secret import hash_secret
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SCANNER_SECRET = "scanner-secret-0123456789abcdef"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ADMIN_URI = "https://admin.example/"  # policy_stack's admin-console rule admits a certificate with this URI SAN
 
 
 @dataclass
@@ -221,6 +222,12 @@ def policy_stack(tmp_path_factory, issuer):
             allow:
               scopes: [{SCOPE}]
               claims: {{team: demo}}
+          - name: admin-console
+            certificate:
+              uri_san: {ADMIN_URI}
+            allow:
+              service_accounts: [{WORKLOAD_SERVICE_ACCOUNT}]
+              scopes: [{SCOPE}]
           - name: payments
             assertion:
               issuer: prod-cluster

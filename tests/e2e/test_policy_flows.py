@@ -10,7 +10,8 @@ import pytest
 
 from devtools.local import WORKLOAD_SERVICE_ACCOUNT
 from devtools.oidc_issuer import LocalIssuer
-from tests.e2e.conftest import JWT_BEARER, SCOPE
+from devtools.pki import mint_client
+from tests.e2e.conftest import ADMIN_URI, JWT_BEARER, SCOPE
 from tests.e2e.conftest import SCANNER_SECRET as SECRET
 
 
@@ -50,6 +51,43 @@ def test_rule_limits_what_the_client_may_ask_for(policy_stack):
     assert response.status_code == 403 and response.json()["error"] == "access_denied"
     assert "demo-workloads" in response.json()["error_description"]
     assert audit["logging.googleapis.com/labels"]["policy_rule"] == "demo-workloads"
+
+
+@pytest.fixture(scope="module")
+def comma_certificates(policy_stack):
+    """Certificates from the dev CA: one whose only URI SAN is the admin rule's, one whose only URI SAN
+    holds a comma followed by it, one whose only DNS SAN holds a comma."""
+    for name, options in {"admin-console": dict(uris=[ADMIN_URI]),
+                          "comma-uri": dict(uris=[f"https://a.example/x,{ADMIN_URI}"]),
+                          "comma-dns": dict(dns=["a.example,admin.example"])}.items():
+        issued = mint_client(policy_stack.local_dir, name, **options)
+        policy_stack.certs[name] = (str(issued.certificate), str(issued.key))
+    return policy_stack
+
+
+IMPERSONATE = {"grant_type": "client_credentials", "scope": SCOPE, "service_account": WORKLOAD_SERVICE_ACCOUNT}
+
+
+@pytest.mark.parametrize("gateway", ["each", "joined"])
+def test_a_uri_san_containing_a_comma_is_one_san_and_matches_no_rule_for_part_of_it(comma_certificates, gateway):
+    admin, audit = comma_certificates.post_token("admin-console", data=IMPERSONATE, gateway=gateway)
+    assert admin.status_code == 200 and admin.json()["access_token"], admin.text
+    assert audit["logging.googleapis.com/labels"]["policy_rule"] == "admin-console"
+
+    response, audit = comma_certificates.post_token("comma-uri", data=IMPERSONATE, gateway=gateway)
+    assert response.status_code == 403 and response.json()["error"] == "unauthorized_client", response.text
+    assert "access_token" not in response.json()
+    labels = audit["logging.googleapis.com/labels"]
+    assert labels["reason"] == "policy_denied" and labels["policy_rule"] == ""
+
+
+@pytest.mark.parametrize("gateway", ["each", "joined"])
+def test_a_dns_san_containing_a_comma_is_refused_as_malformed(comma_certificates, gateway):
+    response, audit = comma_certificates.post_token("comma-dns", gateway=gateway)
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client", response.text
+    assert "X-Client-Cert-DNSName-SANs" in response.json()["error_description"]
+    assert "DNS SAN containing a comma" in response.json()["error_description"]
+    assert audit["logging.googleapis.com/labels"]["reason"] == "malformed_certificate_header"
 
 
 def test_kubernetes_assertion_without_a_client_certificate(policy_stack, issuer):
