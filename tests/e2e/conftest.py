@@ -218,7 +218,7 @@ def policy_stack(tmp_path_factory, issuer):
         rules:
           - name: demo-workloads
             certificate:
-              spiffe_id: spiffe://local.test/*
+              spiffe_id: spiffe://local.test/**
             allow:
               scopes: [{SCOPE}]
               claims: {{team: demo}}
