@@ -225,6 +225,29 @@ def test_hash_secret_and_check_policy(tmp_path):
     assert bad.returncode == 2 and "no rules" in bad.stderr
 
 
+@pytest.mark.parametrize(
+    ("matcher", "line"),
+    [
+        ("assertion: {issuer: k, subject: '*'}", 4),
+        ("assertion: {issuer: k, subject: '**'}", 4),
+        ("assertion: {issuer: k, subject: '*:*'}", 4),
+        ("assertion: {issuer: k, subject: ['system:serviceaccount:payments:*', '*']}", 4),
+        ("assertion: {issuer: k, claims: {kubernetes.io/namespace: '*'}}", 4),
+        ("certificate: {spiffe_id: 'spiffe://*/**'}", 4),
+        ("certificate: {uri_san: 'urn:*'}", 4),
+        ("certificate: {dns_san: '*.*'}", 4),
+        ("certificate: {sha256: x}\n    allow: {audiences: ['https://*.*']}", 5),
+        ("certificate: {sha256: x}\n    allow: {service_accounts: ['*@*']}", 5),
+    ],
+)
+def test_a_pattern_that_admits_every_identity_is_refused_as_a_blanket_grant(tmp_path, matcher, line):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"issuers: [{{name: k, issuer: 'https://k.example'}}]\nrules:\n  - name: a\n    {matcher}\n")
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy(str(path))
+    assert f"line {line}" in str(raised.value) and "blanket" in str(raised.value), str(raised.value)
+
+
 def glob_policy(**certificate) -> object:
     return parse_policy({
         "issuers": [{"name": "k", "issuer": "https://k.example"}],

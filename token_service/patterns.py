@@ -1,12 +1,14 @@
 """The policy's glob patterns: what ``*``, ``?``, ``[..]`` and a final ``/**`` match.
 
-One rule for every field (URI and DNS SANs, SPIFFE ids, subjects, issuers' audiences, claims, service
+One rule for every field (URI and DNS SANs, SPIFFE ids, subjects, audiences, claims, service
 accounts): ``*`` matches any run of characters within one segment and ``?`` one such character, where
 segments are separated by any of ``/ @ : .``, a comma or whitespace, which a wildcard never matches. So
 ``https://ledger-*.a.run.app`` stays within one host label, ``system:serviceaccount:payments:*`` within
 the last field, ``*@p.iam.gserviceaccount.com`` within the local part. A pattern ending in ``/**``
 matches one or more further path segments (which may hold ``.`` but never ``@ :``, a comma or
-whitespace); ``**`` anywhere else is refused, as a wildcard that would cross a host or a field.
+whitespace); ``**`` anywhere else is refused, as a wildcard that would cross a host or a field. A pattern
+with no literal text but separators and a scheme (``*``, ``*:*``, ``spiffe://*/**``) is refused too: it
+admits every identity of its kind, a blanket grant.
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ from functools import lru_cache
 SEPARATORS = "/@:.,"
 _SEGMENT_CHARACTER = r"[^/@:.,\s]"
 _PATH_TAIL = r"(?:/[^/@:,\s]+)+"
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:(?://)?")
 
 
 def problem(pattern: str) -> str | None:
     """Why a pattern is refused at load time, or None."""
     body = pattern[:-3] if pattern.endswith("/**") else pattern
+    # What is left of its literal text once wildcards and the scheme are gone; separators name nobody.
+    literal = re.sub(r"\[!?\]?[^\]]*\]|[*?]", "", _SCHEME.sub("", body))
+    if not literal.strip(SEPARATORS + " \t"):
+        return f"pattern {pattern!r} admits every value of its kind: a blanket grant (name what it must contain)"
     if "**" in body:
         return f"pattern {pattern!r}: '**' is only allowed as a final '/**' (further path segments)"
     return None

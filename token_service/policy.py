@@ -411,7 +411,7 @@ def _allowance(checker: _Checker, node: Any, where: str) -> Allowance:
     for reserved in sorted(RESERVED_CLAIMS & set(claims)):
         checker.fail(node, inner, f"claims may not set the reserved claim {reserved!r}")
     return Allowance(
-        checker.texts(node, "service_accounts", inner), checker.texts(node, "scopes", inner),
-        checker.texts(node, "audiences", inner), checker.number(node, "max_token_lifetime", inner, 60, 43200),
+        checker.globs(node, "service_accounts", inner), checker.texts(node, "scopes", inner),
+        checker.globs(node, "audiences", inner), checker.number(node, "max_token_lifetime", inner, 60, 43200),
         {key: value for key, value in claims.items() if key not in RESERVED_CLAIMS},
     )
