@@ -27,7 +27,7 @@ POLICY = textwrap.dedent(f"""\
     rules:
       - name: meters
         certificate:
-          spiffe_id: spiffe://fleet.example/ns/meters/*
+          spiffe_id: spiffe://fleet.example/ns/meters/**
         allow:
           service_accounts: [meters@p.iam.gserviceaccount.com]
           scopes: [{SCOPE}]
@@ -47,7 +47,7 @@ POLICY = textwrap.dedent(f"""\
           claims:
             kubernetes.io/namespace: payments
         allow:
-          audiences: ["https://*.run.app"]
+          audiences: ["https://*.a.run.app"]
           service_accounts: ["*@payments.iam.gserviceaccount.com"]
       - name: scanner
         client_secret:
@@ -223,3 +223,108 @@ def test_hash_secret_and_check_policy(tmp_path):
     (tmp_path / "bad.yaml").write_text("rules: []\n")
     bad = run_cli("check-policy", str(tmp_path / "bad.yaml"))
     assert bad.returncode == 2 and "no rules" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("matcher", "line"),
+    [
+        ("assertion: {issuer: k, subject: '*'}", 4),
+        ("assertion: {issuer: k, subject: '**'}", 4),
+        ("assertion: {issuer: k, subject: '*:*'}", 4),
+        ("assertion: {issuer: k, subject: ['system:serviceaccount:payments:*', '*']}", 4),
+        ("assertion: {issuer: k, claims: {kubernetes.io/namespace: '*'}}", 4),
+        ("certificate: {spiffe_id: 'spiffe://*/**'}", 4),
+        ("certificate: {uri_san: 'urn:*'}", 4),
+        ("certificate: {dns_san: '*.*'}", 4),
+        ("certificate: {sha256: x}\n    allow: {audiences: ['https://*.*']}", 5),
+        ("certificate: {sha256: x}\n    allow: {service_accounts: ['*@*']}", 5),
+    ],
+)
+def test_a_pattern_that_admits_every_identity_is_refused_as_a_blanket_grant(tmp_path, matcher, line):
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"issuers: [{{name: k, issuer: 'https://k.example'}}]\nrules:\n  - name: a\n    {matcher}\n")
+    with pytest.raises(ConfigurationError) as raised:
+        load_policy(str(path))
+    assert f"line {line}" in str(raised.value) and "blanket" in str(raised.value), str(raised.value)
+
+
+def glob_policy(**certificate) -> object:
+    return parse_policy({
+        "issuers": [{"name": "k", "issuer": "https://k.example"}],
+        "rules": [{"name": "payments", "assertion": {"issuer": "k", "subject": "system:serviceaccount:payments:*"},
+                   "allow": {"audiences": ["https://ledger-*.a.run.app"],
+                             "service_accounts": ["*@payments.iam.gserviceaccount.com"]}},
+                  {"name": "devices", "certificate": certificate or {"uri_san": "https://ledger-*.a.run.app"}}],
+    })
+
+
+def payments(subject: str = "system:serviceaccount:payments:api") -> ClientFacts:
+    return ClientFacts(flow="jwt-bearer", issuer_name="k", subject=subject)
+
+
+@pytest.mark.parametrize("audience", ["https://ledger-x.evil.example/.a.run.app", "https://ledger-x@evil.example/.a.run.app",
+                                      "https://ledger-x:443@evil.example/.a.run.app", "https://ledger-x .a.run.app"])
+def test_a_star_in_a_url_pattern_stays_within_one_host_label(audience):
+    policy = glob_policy()
+    with pytest.raises(OAuthError):
+        policy.decide(payments(), (), None, audience)
+    with pytest.raises(OAuthError):
+        policy.decide(cert(uri_sans=(audience,)), (), None, None)
+    assert policy.decide(payments(), (), None, "https://ledger-abc.a.run.app").rule == "payments"
+    assert policy.decide(cert(uri_sans=("https://ledger-abc.a.run.app",)), (), None, None).rule == "devices"
+
+
+def test_a_star_in_a_subject_stays_within_one_colon_separated_field():
+    policy = glob_policy()
+    with pytest.raises(OAuthError):
+        policy.decide(payments("system:serviceaccount:payments:x:system:serviceaccount:admin"), (), None, None)
+    assert policy.decide(payments("system:serviceaccount:payments:api-2"), (), None, None).rule == "payments"
+
+
+def test_a_star_in_an_e_mail_pattern_stays_within_the_local_part():
+    policy = glob_policy()
+    assert policy.decide(payments(), (), "api@payments.iam.gserviceaccount.com", None).rule == "payments"
+    for account in ("x@evil.example@payments.iam.gserviceaccount.com",
+                    "x@evil.example/@payments.iam.gserviceaccount.com", "api.x@payments.iam.gserviceaccount.com"):
+        with pytest.raises(OAuthError):
+            policy.decide(payments(), (), account, None)
+
+
+def test_a_final_double_star_matches_further_path_segments_and_nothing_else():
+    policy = glob_policy(spiffe_id="spiffe://fleet.example/ns/meters/**")
+    assert policy.decide(cert(spiffe_id=FLEET), (), None, None).rule == "devices"
+    for spiffe_id in ("spiffe://fleet.example/ns/meters", "spiffe://fleet.example/ns/metersx/sa/a",
+                      "spiffe://fleet.example/ns/meters/sa/a@evil", "spiffe://fleet.example/ns/meters/sa:x"):
+        with pytest.raises(OAuthError):
+            policy.decide(cert(spiffe_id=spiffe_id), (), None, None)
+    # A single star covers one segment only.
+    with pytest.raises(OAuthError):
+        glob_policy(spiffe_id="spiffe://fleet.example/ns/meters/*").decide(cert(spiffe_id=FLEET), (), None, None)
+
+
+@pytest.mark.parametrize("pattern", ["https://**.a.run.app", "spiffe://fleet.example/**/sa/x", "spiffe://x/a**"])
+def test_a_double_star_anywhere_but_a_final_path_segment_is_refused(pattern):
+    with pytest.raises(ConfigurationError) as raised:
+        glob_policy(uri_san=pattern)
+    assert "**" in str(raised.value)
+
+
+def test_a_star_in_a_dns_san_pattern_covers_one_label():
+    policy = glob_policy(dns_san="*.fleet.example")
+    assert policy.decide(cert(dns_sans=("meter-42.fleet.example",)), (), None, None).rule == "devices"
+    for san in ("a.b.fleet.example", "fleet.example"):
+        with pytest.raises(OAuthError):
+            policy.decide(cert(dns_sans=(san,)), (), None, None)
+
+
+def test_the_readme_policy_examples_load():
+    import pathlib
+
+    import yaml
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Policy reference")[1].split("\n## ")[0]
+    examples = section.split("```yaml\n")[2:]
+    assert len(examples) == 3
+    for example in examples:
+        parse_policy(yaml.safe_load(example.split("```")[0]))

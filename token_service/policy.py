@@ -11,7 +11,6 @@ with its line.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 from token_service.config import ConfigurationError
 from token_service.errors import OAuthError, Reason
 from token_service.mtls import canonical_fingerprint
+from token_service.patterns import matches, problem
 
 # Claims the broker sets itself; a rule's extra claims may not replace them.
 RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "iat", "exp", "nbf", "jti", "amr", "client_id", "client",
@@ -164,7 +164,7 @@ def _matches(rule: Rule, client: ClientFacts) -> bool:
 
 
 def _any_glob(patterns: tuple[str, ...], value: str) -> bool:
-    return bool(value) and any(fnmatch.fnmatchcase(value, pattern) for pattern in patterns)
+    return matches(patterns, value)
 
 
 def _claim(claims: Mapping[str, Any], path: str) -> str:
@@ -299,6 +299,15 @@ class _Checker:
             return ()
         return tuple(values)
 
+    def globs(self, node: dict, key: str, where: str) -> tuple[str, ...]:
+        """Patterns that identify a client; one that ``patterns.problem`` refuses stops the load, with its line."""
+        values = self.texts(node, key, where)
+        for value in values:
+            refused = problem(value)
+            if refused:
+                self.fail(node, where, f"{key}: {refused}")
+        return values
+
     def number(self, node: dict, key: str, where: str, low: int, high: int) -> int | None:
         value = node.get(key)
         if value is None:
@@ -348,8 +357,8 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
     if kinds[0] == "certificate":
         checker.keys(matcher, inner, {"spiffe_id", "dns_san", "uri_san", "sha256"})
         certificate = CertificateMatch(
-            checker.texts(matcher, "spiffe_id", inner), checker.texts(matcher, "dns_san", inner),
-            checker.texts(matcher, "uri_san", inner),
+            checker.globs(matcher, "spiffe_id", inner), checker.globs(matcher, "dns_san", inner),
+            checker.globs(matcher, "uri_san", inner),
             tuple(_pin(value) for value in checker.texts(matcher, "sha256", inner)),
         )
         if certificate == CertificateMatch():
@@ -364,9 +373,9 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
         if not isinstance(claims, dict):
             checker.fail(matcher, inner, "claims must map claim paths to a value or list of values")
             claims = {}
-        claim_patterns = tuple((str(path), checker.texts(claims, path, f"{inner}.claims")) for path in claims)
-        assertion = AssertionMatch(issuer or "", checker.texts(matcher, "subject", inner),
-                                   checker.texts(matcher, "audience", inner), claim_patterns)
+        claim_patterns = tuple((str(path), checker.globs(claims, path, f"{inner}.claims")) for path in claims)
+        assertion = AssertionMatch(issuer or "", checker.globs(matcher, "subject", inner),
+                                   checker.globs(matcher, "audience", inner), claim_patterns)
         if not assertion.subject and not claim_patterns:
             checker.fail(matcher, inner, "name a subject or claims to match (not every identity of the issuer)")
     else:
@@ -402,7 +411,7 @@ def _allowance(checker: _Checker, node: Any, where: str) -> Allowance:
     for reserved in sorted(RESERVED_CLAIMS & set(claims)):
         checker.fail(node, inner, f"claims may not set the reserved claim {reserved!r}")
     return Allowance(
-        checker.texts(node, "service_accounts", inner), checker.texts(node, "scopes", inner),
-        checker.texts(node, "audiences", inner), checker.number(node, "max_token_lifetime", inner, 60, 43200),
+        checker.globs(node, "service_accounts", inner), checker.texts(node, "scopes", inner),
+        checker.globs(node, "audiences", inner), checker.number(node, "max_token_lifetime", inner, 60, 43200),
         {key: value for key, value in claims.items() if key not in RESERVED_CLAIMS},
     )

@@ -218,7 +218,7 @@ def policy_stack(tmp_path_factory, issuer):
         rules:
           - name: demo-workloads
             certificate:
-              spiffe_id: spiffe://local.test/*
+              spiffe_id: spiffe://local.test/**
             allow:
               scopes: [{SCOPE}]
               claims: {{team: demo}}
@@ -244,7 +244,7 @@ def policy_stack(tmp_path_factory, issuer):
           - name: unreachable-cluster
             assertion:
               issuer: unreachable
-              subject: "*"
+              subject: system:serviceaccount:payments:*
         """))
     stack, function, servers, log = launch(tmp_path_factory, "policy", {
         "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret",
