@@ -37,7 +37,7 @@ MIN_REMAINING_SECONDS = 30
 # Header and payload nest at most this deep: real assertions nest two or three levels, and anything
 # that walks a deeper claim (the JSON decoder, a policy's claim match, repr) could exhaust the stack.
 MAX_JSON_DEPTH = 32
-# An instance's replay cache holds at most this many jti digests (about 200 bytes each: some 40 MB).
+# An instance's replay cache holds at most this many jti digests (about 205 bytes each, measured: 41 MB).
 REPLAY_CACHE_LIMIT = 200_000
 # Controls (C0, C1), format characters (bidi overrides and isolates, zero-width, BOM), surrogates and the
 # line/paragraph separators: in a sub they would make the token's sub and the audit line show a
@@ -72,8 +72,10 @@ class ReplayCache:
     forged or denied requests; an entry is a fixed-size digest, whatever the jti's length; it is evicted
     once its assertion has expired (at most ``max_assertion_lifetime`` plus twice the skew after it was
     recorded); and beyond ``limit`` live entries the one closest to expiry goes first. Reaching the limit
-    takes more granted assertions within one assertion lifetime than an instance signs tokens for, and the
-    cost then is a shorter replay window for the oldest entry, not a refused client.
+    takes ``limit`` granted single-use assertions still within their lifetime on one instance (with the
+    default, 55 a second for an hour of one-hour assertions); the cost then is a shorter replay window for
+    the entry nearest expiry (someone holding a copy of that assertion could replay it until its exp), not a
+    refused client.
     """
 
     def __init__(self, limit: int = REPLAY_CACHE_LIMIT, clock: Callable[[], float] = time.time):
@@ -102,7 +104,6 @@ class ReplayCache:
             self._seen[digest] = expires_at
             heapq.heappush(self._expiries, (expires_at, digest))
             return True
-
 
     def _evict_first(self) -> None:
         expiry, digest = heapq.heappop(self._expiries)
