@@ -12,6 +12,9 @@ import time
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jwt.algorithms import RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
 from token_service.errors import OAuthError, Reason
@@ -200,9 +203,19 @@ def test_nested_jwt_is_refused(issuer):
 def test_replayed_assertion_is_refused_for_single_use_issuers(issuer):
     verify = verifier(issuer)
     assertion = issuer.mint(audience=BROKER)
-    verify.verify(assertion)
+    verify.record_use(verify.verify(assertion))  # what the service does once the policy granted it
     error = refused(verify, assertion)
     assert error.reason is Reason.ASSERTION_REPLAYED
+
+
+def test_a_replay_racing_the_first_use_is_refused_when_spent(issuer):
+    verify = verifier(issuer)
+    assertion = issuer.mint(audience=BROKER)
+    first, second = verify.verify(assertion), verify.verify(assertion)  # both before either is spent
+    verify.record_use(first)
+    with pytest.raises(OAuthError) as raised:
+        verify.record_use(second)
+    assert raised.value.reason is Reason.ASSERTION_REPLAYED
 
 
 def test_reusable_assertions_when_the_issuer_says_so(issuer):
@@ -211,10 +224,163 @@ def test_reusable_assertions_when_the_issuer_says_so(issuer):
     assert verify.verify(assertion) and verify.verify(assertion)
 
 
-def test_replay_cache_forgets_expired_entries():
+# --- through the token service: the replay cache, hostile assertion bytes, the token's lifetime ------------
+
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+ALLOWED = "system:serviceaccount:payments:api"
+DENIED = "system:serviceaccount:intruders:api"  # verifies, but no rule admits it
+
+
+@pytest.fixture
+def jwt_service(issuer, environ, rsa_key, audit, tmp_path):
+    from token_service.audit import JsonLineWriter
+    from token_service.authentication import Authenticator
+    from token_service.config import load_settings
+    from token_service.service import TokenService
+    from token_service.signers import LocalKeySigner
+
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(json.dumps({
+        "issuers": [{"name": "prod-cluster", "issuer": issuer.url, "jwks": issuer.jwks()}],
+        "rules": [{"name": "payments", "assertion": {"issuer": "prod-cluster",
+                                                     "subject": "system:serviceaccount:payments:*"}}]}))
+    settings = load_settings({**environ, "AUTH_FLOWS": "jwt-bearer", "POLICY_FILE": str(policy_file)})
+    policy = parse_policy(json.loads(policy_file.read_text()))
+    assertions = AssertionVerifier(policy, (settings.issuer, f"{settings.issuer}/token"), JwksCache(UpstreamClient()),
+                                   ReplayCache(limit=2))
+    authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions)
+    return TokenService(settings, LocalKeySigner(rsa_key, "RS256"), JsonLineWriter(audit.stream), policy=policy,
+                        authenticator=authenticator)
+
+
+def exchange(service, assertion: str):
+    from urllib.parse import urlencode
+
+    from token_service.dispatch import HttpRequest, dispatch
+
+    body = urlencode({"grant_type": JWT_BEARER, "assertion": assertion}).encode()
+    response = dispatch(service, HttpRequest("POST", "/token", {"content-type": "application/x-www-form-urlencoded"},
+                                             body))
+    return response.status, json.loads(response.body)
+
+
+def test_assertions_the_policy_denies_use_up_no_replay_slot(jwt_service, issuer):
+    for _ in range(100):
+        status, body = exchange(jwt_service, issuer.mint(audience=BROKER, subject=DENIED))
+        assert (status, body["error"]) == (403, "unauthorized_client")
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER))
+    assert status == 200, body
+
+
+def test_a_full_replay_cache_still_admits_fresh_assertions_and_refuses_replays(jwt_service, issuer):
+    assertions = [issuer.mint(audience=BROKER) for _ in range(4)]  # twice the cache's limit
+    assert [exchange(jwt_service, assertion)[0] for assertion in assertions] == [200] * 4
+    status, body = exchange(jwt_service, assertions[-1])
+    assert (status, body["error"]) == (400, "invalid_grant") and "already used" in body["error_description"]
+
+
+def test_replay_cache_evicts_by_expiry_and_never_refuses_a_fresh_key():
     clock = [0.0]
     cache = ReplayCache(limit=2, clock=lambda: clock[0])
-    assert cache.first_use("a", 10) and cache.first_use("b", 10)
-    assert not cache.first_use("c", 10)  # full of live entries: refuse rather than forget
-    clock[0] = 20
-    assert cache.first_use("c", 30) and not cache.first_use("c", 30)
+    assert cache.first_use("a", 10) and cache.first_use("b", 20) and cache.first_use("c", 30)
+    assert not cache.first_use("c", 30) and not cache.first_use("b", 20)
+    clock[0] = 25
+    assert cache.first_use("b", 40)  # b's assertion expired: its entry is gone
+
+
+def _segment(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_deeply_nested_json_in_an_assertion_is_invalid_grant(jwt_service, part):
+    nested = _segment(b"[" * 3000)
+    parts = [nested, _segment(b"{}"), "x"] if part == "header" else [_segment(b'{"alg":"RS256"}'), nested, "x"]
+    status, body = exchange(jwt_service, ".".join(parts))
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+def test_deeply_nested_claim_is_invalid_grant(jwt_service, issuer):
+    """Nested within the decoder's limit, yet deep enough to exhaust the stack of whatever walks it later."""
+    deep: object = "x"
+    for _ in range(100):
+        deep = [deep]
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, deep=deep))
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_a_signed_assertion_with_a_numeric_string_time_is_invalid_grant(jwt_service, issuer, claim):
+    value = str(int(time.time()) + (600 if claim == "exp" else 0))
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, **{claim: value}))
+    assert (status, body["error"]) == (400, "invalid_grant")
+    assert claim in body["error_description"]
+
+
+def test_an_assertion_past_exp_but_within_the_skew_gets_no_token(jwt_service, issuer):
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, lifetime=-30))
+    assert (status, body["error"]) == (400, "invalid_grant"), body
+    assert "expire" in body["error_description"]
+
+
+def test_an_assertion_with_less_than_the_minimum_left_gets_no_token(jwt_service, issuer):
+    from token_service.jwt_bearer import MIN_REMAINING_SECONDS
+
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, lifetime=MIN_REMAINING_SECONDS - 5))
+    assert (status, body["error"]) == (400, "invalid_grant")
+    assert f"{MIN_REMAINING_SECONDS} s" in body["error_description"]
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, lifetime=MIN_REMAINING_SECONDS + 30))
+    assert status == 200
+    claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] >= MIN_REMAINING_SECONDS
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+    | st.integers(0, 2**32).map(str),  # numeric strings, as in the "exp": "1700000000" bug
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+claim_names = st.sampled_from(["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "kubernetes.io"]) | st.text(max_size=8)
+segments = st.one_of(
+    st.binary(max_size=200).map(_segment),
+    json_values.map(lambda value: _segment(json.dumps(value).encode())),
+    st.integers(1, 5000).map(lambda depth: _segment(b"[" * depth + b"{" * depth)),
+    st.text(max_size=50),
+)
+
+
+def signed_with_overrides(issuer: LocalIssuer, overrides: dict, headers: dict) -> str:
+    """A validly signed assertion whose claims (and header) a generator chose, in part or whole."""
+    now = int(time.time())
+    claims = {"iss": issuer.url, "sub": ALLOWED, "aud": BROKER, "iat": now, "exp": now + 600,
+              "jti": str(time.monotonic_ns()), **overrides}
+    header = {"alg": "RS256", "kid": issuer.current_kid, **headers}
+    signing_input = f"{_segment(json.dumps(header).encode())}.{_segment(json.dumps(claims).encode())}"
+    # Signed by hand: jwt.encode refuses some of these claims (a non-string iss) before signing.
+    signature = RSAAlgorithm(RSAAlgorithm.SHA256).sign(signing_input.encode(), issuer._keys[issuer.current_kid])
+    return f"{signing_input}.{_segment(signature)}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                   HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_assertion_bytes_get_rfc6749_json_never_a_5xx(jwt_service, issuer, data):
+    kind = data.draw(st.sampled_from(["text", "segments", "signed"]))
+    if kind == "text":
+        assertion = data.draw(st.text(max_size=9000))
+    elif kind == "segments":
+        assertion = ".".join(data.draw(st.lists(segments, min_size=1, max_size=4)))
+    else:
+        overrides = data.draw(st.dictionaries(claim_names, json_values, max_size=4))
+        headers = data.draw(st.dictionaries(st.sampled_from(["alg", "kid", "cty", "crit", "x"]), json_values,
+                                            max_size=2).map(lambda chosen: {k: v for k, v in chosen.items()
+                                                                            if k != "alg"}))
+        assertion = signed_with_overrides(issuer, overrides, headers)
+    status, body = exchange(jwt_service, assertion)
+    assert status < 500, body
+    if status == 200:
+        claims = jwt.decode(body["id_token"], options={"verify_signature": False})
+        assert claims["exp"] - claims["iat"] > 0
+    else:
+        assert body["error"] in {"invalid_grant", "invalid_request", "unauthorized_client", "invalid_client"}, body

@@ -158,3 +158,19 @@ def test_allow_list_refuses_with_403(issuer):
     client = protected(issuer, allow=lambda claims: claims["kubernetes.io"]["namespace"] == "billing")
     response = call(client, issuer.mint(audience=AUDIENCE))
     assert response.status_code == 403 and "insufficient_scope" in response.headers["WWW-Authenticate"]
+
+
+def _segment(raw: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("part", ["header", "payload"])
+def test_deeply_nested_json_is_an_invalid_token_not_a_crash(issuer, part):
+    """3,000 nested `[` (under 8 KB) must not reach the app as a RecursionError (a 500 with a traceback)."""
+    nested, header = _segment(b"[" * 3000), _segment(b'{"alg":"RS256","kid":"k"}')
+    token = ".".join([nested, _segment(b"{}"), "sig"] if part == "header" else [header, nested, "sig"])
+    response = call(protected(issuer), token)
+    assert response.status_code == 401 and 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+

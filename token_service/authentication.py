@@ -34,6 +34,7 @@ class AuthenticatedClient(NamedTuple):
     proof_claims: dict[str, Any]
     valid_until: int | None  # the proof's own expiry; no token outlives it
     labels: dict[str, str]
+    assertion: VerifiedAssertion | None = None  # a jwt-bearer proof, to spend once the policy granted it
 
 
 def certificate_client(certificate: mtls.ClientCertificate) -> AuthenticatedClient:
@@ -54,7 +55,7 @@ def assertion_client(verified: VerifiedAssertion) -> AuthenticatedClient:
               "assertion_sub": verified.subject[:256], "assertion_jti": str(verified.claims.get("jti", ""))[:128]}
     return AuthenticatedClient(verified.client_id, JWT_BEARER_FLOW, facts,
                                assertion_proof(verified.issuer.name, verified.claims),
-                               int(verified.claims["exp"]) if "exp" in verified.claims else None, labels)
+                               int(verified.claims["exp"]) if "exp" in verified.claims else None, labels, verified)
 
 
 def secret_client(client_id: str, method: str) -> AuthenticatedClient:
@@ -109,6 +110,12 @@ class Authenticator:
         if flow == JWT_BEARER_FLOW:
             return self._assertion(parameters)
         return self._secret(headers, parameters, source)
+
+    def record_use(self, client: AuthenticatedClient) -> None:
+        """Spend the client's single-use assertion: call once the policy granted the request, so a denied
+        request leaves its jti unused (raises ``OAuthError`` for a replay)."""
+        if client.assertion is not None and self._assertions is not None:
+            self._assertions.record_use(client.assertion)
 
     def _certificate(self, headers: Mapping[str, str], now: datetime) -> AuthenticatedClient:
         return certificate_client(mtls.authenticate(headers, self._names, now))

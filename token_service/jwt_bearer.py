@@ -10,6 +10,8 @@ not be seen before on this instance.
 from __future__ import annotations
 
 import base64
+import hashlib
+import heapq
 import json
 import threading
 import time
@@ -28,6 +30,15 @@ MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = ("RS256", "ES256")
 MAX_SUBJECT_BYTES = 127
+# An assertion must leave at least this long before its exp: the token it earns never outlives it, and a
+# token of a few seconds (or of none, inside the clock skew) is useless to the client. 30 s, not more, so
+# that issuers of one-minute assertions (CI systems) still work after delivery and a little clock skew.
+MIN_REMAINING_SECONDS = 30
+# Header and payload nest at most this deep: real assertions nest two or three levels, and anything
+# that walks a deeper claim (the JSON decoder, a policy's claim match, repr) could exhaust the stack.
+MAX_JSON_DEPTH = 32
+# An instance's replay cache holds at most this many jti digests (about 205 bytes each, measured: 41 MB).
+REPLAY_CACHE_LIMIT = 200_000
 # Controls (C0, C1), format characters (bidi overrides and isolates, zero-width, BOM), surrogates and the
 # line/paragraph separators: in a sub they would make the token's sub and the audit line show a
 # different identity than the one it is.
@@ -54,25 +65,54 @@ class VerifiedAssertion(NamedTuple):
 
 
 class ReplayCache:
-    """``jti`` values seen on this instance, each kept until its assertion expires."""
+    """The ``jti`` values of assertions that earned a token on this instance, each kept until its assertion expires.
 
-    def __init__(self, limit: int = 100_000, clock: Callable[[], float] = time.time):
-        self._seen: dict[str, float] = {}
+    Memory is bounded without ever refusing a fresh assertion: only an assertion that passed every check
+    (signature, claims, policy) is recorded, so filling the cache takes tokens the policy grants, not
+    forged or denied requests; an entry is a fixed-size digest, whatever the jti's length; it is evicted
+    once its assertion has expired (at most ``max_assertion_lifetime`` plus twice the skew after it was
+    recorded); and beyond ``limit`` live entries the one closest to expiry goes first. Reaching the limit
+    takes ``limit`` granted single-use assertions still within their lifetime on one instance (with the
+    default, 55 a second for an hour of one-hour assertions); the cost then is a shorter replay window for
+    the entry nearest expiry (someone holding a copy of that assertion could replay it until its exp), not a
+    refused client.
+    """
+
+    def __init__(self, limit: int = REPLAY_CACHE_LIMIT, clock: Callable[[], float] = time.time):
+        self._seen: dict[bytes, float] = {}
+        self._expiries: list[tuple[float, bytes]] = []  # a heap: the next entry to expire first
         self._limit = limit
         self._clock = clock
         self._lock = threading.Lock()
 
+    def seen(self, key: str) -> bool:
+        """Whether ``key`` was recorded and its assertion has not expired yet."""
+        with self._lock:
+            return self._seen.get(_digest(key), 0) > self._clock()
+
     def first_use(self, key: str, expires_at: float) -> bool:
+        """Record ``key`` until ``expires_at``; False (and nothing recorded) when it is already there."""
+        digest = _digest(key)
         with self._lock:
             now = self._clock()
-            if len(self._seen) >= self._limit:
-                self._seen = {k: exp for k, exp in self._seen.items() if exp > now}
-            if len(self._seen) >= self._limit:
-                return False  # full of live entries: refusing is the safe answer
-            if self._seen.get(key, 0) > now:
+            while self._expiries and self._expiries[0][0] <= now:
+                self._evict_first()
+            if digest in self._seen:
                 return False
-            self._seen[key] = expires_at
+            while len(self._seen) >= self._limit:
+                self._evict_first()
+            self._seen[digest] = expires_at
+            heapq.heappush(self._expiries, (expires_at, digest))
             return True
+
+    def _evict_first(self) -> None:
+        expiry, digest = heapq.heappop(self._expiries)
+        if self._seen.get(digest) == expiry:  # else a stale heap entry of a key recorded again since
+            del self._seen[digest]
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 class AssertionVerifier:
@@ -90,7 +130,8 @@ class AssertionVerifier:
         if len(assertion) > MAX_ASSERTION_BYTES:
             raise invalid_grant(f"The assertion exceeds {MAX_ASSERTION_BYTES} bytes", Reason.INVALID_ASSERTION)
         header, unverified = _peek(assertion)
-        claimed = str(unverified.get("iss", ""))
+        claimed = unverified.get("iss")
+        claimed = claimed if isinstance(claimed, str) else ""
         try:
             return self._verify(assertion, header, claimed)
         except OAuthError as error:
@@ -104,17 +145,17 @@ class AssertionVerifier:
                                 "this token service's policy", Reason.UNTRUSTED_ISSUER)
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
-            raise invalid_grant(f"The assertion must be signed with RS256 or ES256, not {str(algorithm)[:20]!r}",
+            raise invalid_grant(f"The assertion must be signed with RS256 or ES256, not {_shown(algorithm)}",
                                 Reason.INVALID_ASSERTION)
         if header.get("cty") or header.get("crit"):
             raise invalid_grant("Nested or critical-extension assertions are not accepted", Reason.INVALID_ASSERTION)
         try:
-            key = self._keys.key(issuer, str(kid or ""))
+            key = self._keys.key(issuer, kid if isinstance(kid, str) else "")
         except KeysUnavailable as error:
             raise temporarily_unavailable(f"The keys of issuer {issuer.name} are unavailable ({error})", 30,
                                           Reason.ISSUER_KEYS_UNAVAILABLE) from None
         if key is None or key.algorithm_name != algorithm:
-            raise invalid_grant(f"Issuer {issuer.name} publishes no {algorithm} key with kid {str(kid)[:64]!r}",
+            raise invalid_grant(f"Issuer {issuer.name} publishes no {algorithm} key with kid {_shown(kid, 64)}",
                                 Reason.INVALID_ASSERTION)
         claims = self._verified_claims(assertion, key, algorithm, issuer)
         if issuer.single_use:
@@ -122,13 +163,23 @@ class AssertionVerifier:
             if not isinstance(jti, str) or not jti:
                 raise invalid_grant(f"Issuer {issuer.name} requires single-use assertions with a jti",
                                     Reason.INVALID_ASSERTION)
-            if not self._replays.first_use(f"{issuer.name}\0{jti}", claims["exp"] + CLOCK_SKEW_SECONDS):
-                raise invalid_grant("This assertion was already used", Reason.ASSERTION_REPLAYED)
+            # Only looked up here; recorded by record_use once the policy has granted it.
+            if self._replays.seen(_replay_key(issuer, jti)):
+                raise _replayed()
         verified = VerifiedAssertion(issuer, claims)
         if len(verified.client_id.encode()) > MAX_SUBJECT_BYTES:
             raise OAuthError(400, "invalid_grant", f"The client id {verified.client_id[:60]!r}... is over "
                              f"{MAX_SUBJECT_BYTES} bytes, the limit of google.subject", Reason.CLIENT_ID_TOO_LONG)
         return verified
+
+    def record_use(self, verified: VerifiedAssertion) -> None:
+        """Spend a single-use assertion, once it passed every check including the policy; refuses a replay
+        that raced the first use past ``verify``."""
+        if not verified.issuer.single_use:
+            return
+        expires_at = verified.claims["exp"] + CLOCK_SKEW_SECONDS
+        if not self._replays.first_use(_replay_key(verified.issuer, verified.claims["jti"]), expires_at):
+            raise _replayed()
 
     def _verified_claims(self, assertion: str, key: jwt.PyJWK, algorithm: str, issuer: TrustedIssuer) -> dict:
         try:
@@ -147,8 +198,18 @@ class AssertionVerifier:
             raise invalid_grant(f"The assertion is invalid: {error}", Reason.INVALID_ASSERTION) from None
         now = self._clock()
         iat, exp = claims["iat"], claims["exp"]
-        if not isinstance(iat, int | float) or iat > now + CLOCK_SKEW_SECONDS:
+        for name, value in (("iat", iat), ("exp", exp)):
+            # PyJWT lets "1700000000" (a string int() accepts) through; RFC 7519 NumericDate is a number.
+            if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+                raise invalid_grant(f"The assertion's {name} must be a number (seconds since the epoch)",
+                                    Reason.INVALID_ASSERTION)
+        if iat > now + CLOCK_SKEW_SECONDS:
             raise invalid_grant("The assertion's iat is in the future", Reason.INVALID_ASSERTION)
+        if exp <= now:  # accepted by the skew, but a token from it would be born expired
+            raise invalid_grant("The assertion has expired", Reason.INVALID_ASSERTION)
+        if exp - now < MIN_REMAINING_SECONDS:
+            raise invalid_grant(f"The assertion expires in {int(exp - now)} s; it must have at least "
+                                f"{MIN_REMAINING_SECONDS} s left to earn a token", Reason.INVALID_ASSERTION)
         if exp - iat > issuer.max_assertion_lifetime:
             raise invalid_grant(f"The assertion's lifetime exceeds {issuer.max_assertion_lifetime} s, the limit "
                                 f"for issuer {issuer.name}", Reason.INVALID_ASSERTION)
@@ -159,6 +220,19 @@ class AssertionVerifier:
             raise invalid_grant(f"The assertion's sub contains a control or invisible formatting character "
                                 f"(U+{ord(hidden[1]):04X} at position {hidden[0]})", Reason.INVALID_ASSERTION)
         return claims
+
+
+def _replay_key(issuer: TrustedIssuer, jti: str) -> str:
+    return f"{issuer.name}\0{jti}"
+
+
+def _replayed() -> OAuthError:
+    return invalid_grant("This assertion was already used", Reason.ASSERTION_REPLAYED)
+
+
+def _shown(value: Any, limit: int = 20) -> str:
+    """A header value for a message: strings quoted and cut, anything else by type (repr could recurse)."""
+    return repr(value[:limit]) if isinstance(value, str) else type(value).__name__
 
 
 def _first_hidden_character(text: str) -> tuple[int, str] | None:
@@ -173,8 +247,22 @@ def _peek(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise invalid_grant("The assertion is not a signed JWT (three base64url parts)", Reason.INVALID_ASSERTION)
     try:
         header, payload = (json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))) for part in parts[:2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: thousands of nested brackets
         raise invalid_grant("The assertion is not a well-formed JWT", Reason.INVALID_ASSERTION) from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise invalid_grant("The assertion is not a well-formed JWT", Reason.INVALID_ASSERTION)
+    if _depth(header) > MAX_JSON_DEPTH or _depth(payload) > MAX_JSON_DEPTH:
+        raise invalid_grant(f"The assertion nests JSON more than {MAX_JSON_DEPTH} levels deep",
+                            Reason.INVALID_ASSERTION)
     return header, payload
+
+
+def _depth(document: Any) -> int:
+    """How deep arrays and objects nest (iteratively: a recursive walk is what the limit guards against)."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, level = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            pending.extend((item, level + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest

@@ -28,7 +28,7 @@ from token_service.client_secret import SecretAuthenticator
 from token_service.compact_json import compact_json
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
 from token_service.discovery import discovery_document
-from token_service.errors import OAuthError, Reason, invalid_request, server_error
+from token_service.errors import OAuthError, Reason, invalid_client, invalid_grant, invalid_request, server_error
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
@@ -117,6 +117,7 @@ class TokenService:
             client = self._authenticator.authenticate(flow, headers, request.parameters, _utc(now), source)
             labels.update(client.labels)
             grant = self._grant(client, wanted, labels)
+            self._authenticator.record_use(client)
             issued = self._issue(client, grant, now, labels)
             message = f"Issued ID token for client '{client.client_id}'"
             if wanted.wanted:
@@ -217,6 +218,10 @@ class TokenService:
         expires_at = int(now) + lifetime
         if client.valid_until is not None:  # never outlive the certificate or assertion that earned it
             expires_at = min(expires_at, client.valid_until)
+        if expires_at <= int(now):  # the flows refuse such proofs; never sign a token born expired anyway
+            if client.flow == JWT_BEARER_FLOW:
+                raise invalid_grant("The assertion has expired", Reason.INVALID_ASSERTION)
+            raise invalid_client("The client certificate has expired", Reason.CERTIFICATE_EXPIRED)
         claims = id_token_claims(
             issuer=self.settings.issuer,
             audience=self.settings.provider.token_audience,

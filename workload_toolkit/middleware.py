@@ -79,16 +79,19 @@ class BearerTokenMiddleware:
         try:
             header = jwt.get_unverified_header(token)
             issuer_claim = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==")).get("iss")
-        except (jwt.PyJWTError, ValueError, IndexError, AttributeError):
+        # RecursionError: a few KB of nested brackets exhaust the JSON decoder's stack; that is the
+        # caller's malformed token, not this service's failure.
+        except (jwt.PyJWTError, ValueError, IndexError, AttributeError, RecursionError):
             raise InvalidToken("not a JWT") from None
-        issuer = self._issuers.get(str(issuer_claim))
+        issuer = self._issuers.get(issuer_claim) if isinstance(issuer_claim, str) else None
         if issuer is None:
             raise InvalidToken("the issuer is not trusted")
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
             raise InvalidToken("the signing algorithm is not allowed")
         try:
-            key = self._keys.key(issuer, str(header.get("kid", "")))
+            kid = header.get("kid")
+            key = self._keys.key(issuer, kid if isinstance(kid, str) else "")
         except KeysUnavailable:
             raise InvalidToken("the issuer's keys are unavailable") from None
         if key is None or key.algorithm_name != algorithm:
@@ -100,7 +103,7 @@ class BearerTokenMiddleware:
             raise InvalidToken("the token has expired") from None
         except jwt.InvalidAudienceError:
             raise InvalidToken("the token is not for this service") from None
-        except jwt.PyJWTError:
+        except (jwt.PyJWTError, RecursionError):
             raise InvalidToken("the token is invalid") from None
 
     @staticmethod
