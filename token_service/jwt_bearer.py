@@ -152,8 +152,8 @@ class AssertionVerifier:
         try:
             key = self._keys.key(issuer, kid if isinstance(kid, str) else "")
         except KeysUnavailable as error:
-            raise temporarily_unavailable(f"The keys of issuer {issuer.name} are unavailable ({error})", 30,
-                                          Reason.ISSUER_KEYS_UNAVAILABLE) from None
+            raise temporarily_unavailable(f"The keys of issuer {issuer.name} are unavailable ({error})",
+                                          error.retry_after, Reason.ISSUER_KEYS_UNAVAILABLE) from None
         if key is None or key.algorithm_name != algorithm:
             raise invalid_grant(f"Issuer {issuer.name} publishes no {algorithm} key with kid {_shown(kid, 64)}",
                                 Reason.INVALID_ASSERTION)

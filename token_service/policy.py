@@ -324,8 +324,7 @@ def _issuer(checker: _Checker, node: dict, where: str) -> TrustedIssuer | None:
     issuer = checker.text(node, "issuer", where, required=True)
     jwks_uri = checker.text(node, "jwks_uri", where)
     for label, url in (("issuer", issuer), ("jwks_uri", jwks_uri)):
-        parts = urlsplit(url or "")
-        if url and not (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)):
+        if url and not issuer_url_allowed(url):
             checker.fail(node, where, f"{label} must be an https URL (plain http only on loopback)")
     jwks = node.get("jwks")
     if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
@@ -339,6 +338,17 @@ def _issuer(checker: _Checker, node: dict, where: str) -> TrustedIssuer | None:
         return None
     return TrustedIssuer(name, issuer, jwks_uri, dict(jwks) if jwks else None, single_use is not False,
                          lifetime or DEFAULT_MAX_ASSERTION_LIFETIME)
+
+
+def issuer_url_allowed(url: str) -> bool:
+    """Where an issuer's keys may come from: https, or plain http on loopback (local runs and tests).
+    Also applied to the ``jwks_uri`` an issuer's discovery names, which the policy never saw."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return bool(host) and (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK))
 
 
 def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedIssuer]) -> Rule | None:

@@ -271,8 +271,9 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
         from token_service.jwt_bearer import AssertionVerifier
 
         audiences = (settings.issuer, f"{settings.issuer}/token")
-        fetcher = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds))
-        assertions = AssertionVerifier(policy, audiences, JwksCache(fetcher))
+        # A quarter of the threads at most wait on one issuer's keys: a hanging issuer leaves the rest to others.
+        keys = JwksCache(UpstreamClient(), max_waiters=max(1, settings.threads // 4))
+        assertions = AssertionVerifier(policy, audiences, keys)
     secrets = SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None
     authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions, secrets)
     return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)

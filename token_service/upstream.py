@@ -55,6 +55,7 @@ class RetryPolicy(NamedTuple):
     budget: float = 15.0  # seconds for all attempts and back-off together
     base_delay: float = 0.1
     max_delay: float = 2.0
+    max_attempts: int = 0  # 0: as many as the budget allows
 
 
 class _ResponseTooLarge(Exception):
@@ -136,15 +137,18 @@ class UpstreamClient:
         return self.request("POST", service, url, body=body, headers=headers)
 
     def request(
-        self, method: str, service: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+        self, method: str, service: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> UpstreamResponse:
+        """One call under ``policy`` (default: the client's); returns the final answer (any status) or raises
+        ``UpstreamUnavailable``."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UpstreamUnavailable(service, f"not an http(s) URL: {url[:200]}", retry_after=60)
         origin = (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
-        policy = self.policy
+        policy = policy or self.policy
         deadline = time.monotonic() + policy.budget
         attempt = 0
         while True:
@@ -161,7 +165,7 @@ class UpstreamClient:
                 failure = f"answer larger than {MAX_RESPONSE_BYTES} bytes"
             attempt += 1
             delay = random.uniform(0, min(policy.max_delay, policy.base_delay * 2**attempt))
-            if time.monotonic() + delay >= deadline:
+            if attempt == policy.max_attempts or time.monotonic() + delay >= deadline:
                 raise UpstreamUnavailable(service, f"{failure} (after {attempt} attempts)",
                                           retry_after=max(1, round(policy.max_delay * 2)))
             time.sleep(delay)

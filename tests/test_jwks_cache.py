@@ -1,0 +1,267 @@
+"""Trusted issuers that hang, fail, or answer garbage: bounded waits, one fetch per cooldown, never a 500."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devtools.oidc_issuer import LocalIssuer
+from token_service.errors import OAuthError, Reason
+from token_service.jwks_cache import JwksCache
+from token_service.jwt_bearer import AssertionVerifier
+from token_service.policy import parse_policy
+from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
+
+BROKER = "https://token.example.net"
+AUDIENCES = (BROKER, f"{BROKER}/token")
+
+
+class HangingIssuer:
+    """Accepts connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self._socket.close()
+        for connection in self._held:
+            connection.close()
+
+
+class ScriptedIssuer:
+    """Answers every GET with whatever ``answer(path)`` returns: (status, body bytes)."""
+
+    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
+        self.answer = answer
+        self.requests = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requests += 1
+                status, body = owner.answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def unsigned_assertion(issuer_url: str, kid: str = "nope") -> str:
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return ".".join([part({"alg": "RS256", "kid": kid}), part({"iss": issuer_url, "sub": "x"}), "c2ln"])
+
+
+def verifier_for(urls: dict[str, str], cache: JwksCache, **options: str) -> AssertionVerifier:
+    policy = parse_policy({
+        "issuers": [{"name": name, "issuer": url, **options} for name, url in urls.items()],
+        "rules": [{"name": "any", "assertion": {"issuer": next(iter(urls)), "subject": "system:serviceaccount:*"}}],
+    })
+    return AssertionVerifier(policy, AUDIENCES, cache)
+
+
+def outcome(verify: AssertionVerifier, assertion: str) -> tuple[float, OAuthError | None]:
+    started = time.monotonic()
+    try:
+        verify.verify(assertion)
+        error = None
+    except OAuthError as refusal:
+        error = refusal
+    return time.monotonic() - started, error
+
+
+# The client a service builds for issuers is slower than these: a pre-fix cache let it run its whole budget.
+SLOW_CLIENT = RetryPolicy(read_timeout=5, budget=10)
+
+
+def test_a_hanging_issuer_neither_stalls_the_workers_nor_gets_more_than_one_connection():
+    hanging, healthy = HangingIssuer(), LocalIssuer().start()
+    try:
+        verify = verifier_for({"hanging": hanging.url, "healthy": healthy.url},
+                              JwksCache(UpstreamClient(SLOW_CLIENT), cooldown_seconds=30))
+        outcome(verify, healthy.mint(audience=BROKER))  # the healthy issuer's keys are cached
+        workers = ThreadPoolExecutor(max_workers=8)  # like main.py's WAITING_REQUESTS
+        stuck = [workers.submit(outcome, verify, unsigned_assertion(hanging.url)) for _ in range(64)]
+        time.sleep(0.2)
+        others = [workers.submit(outcome, verify, healthy.mint(audience=BROKER)) for _ in range(16)]
+        # Other clients keep their normal latency: well under a second, queueing included.
+        other_latencies = [future.result(timeout=20)[0] for future in others]
+        assert max(other_latencies) < 1.0, other_latencies
+        assert all(future.result(timeout=20)[1] is None for future in others)
+        # Each assertion for the hanging issuer is answered within the fetch deadline, with a 503.
+        for future in stuck:
+            latency, error = future.result(timeout=10)
+            assert latency < 4.0
+            assert error is not None and error.status == 503 and error.reason is Reason.ISSUER_KEYS_UNAVAILABLE
+            assert int(dict(error.headers)["Retry-After"]) >= 1
+        # Cooling down: refused at once, no new connection.
+        latency, error = outcome(verify, unsigned_assertion(hanging.url))
+        assert latency < 0.1 and error is not None and error.status == 503
+        assert hanging.connections == 1
+        workers.shutdown(wait=False)
+    finally:
+        hanging.close()
+        healthy.stop()
+
+
+def test_an_unavailable_issuer_is_fetched_once_per_cooldown_and_callers_answered_within_the_deadline():
+    issuer = LocalIssuer().start()
+    try:
+        clock = [1000.0]
+        verify = verifier_for({"cluster": issuer.url}, JwksCache(UpstreamClient(SLOW_CLIENT), cooldown_seconds=30,
+                                                                 clock=lambda: clock[0]))
+        outcome(verify, issuer.mint(audience=BROKER))
+        clock[0] += 31  # the keys are still fresh, the cooldown of their fetch is over
+        issuer.down = True
+        before = issuer.requests
+        results: list[tuple[float, OAuthError | None]] = []
+        threads = [threading.Thread(target=lambda: results.append(outcome(verify, unsigned_assertion(issuer.url))))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+        assert len(results) == 8 and max(latency for latency, _ in results) < 4.0
+        # An unknown kid: invalid_grant once the refetch failed (the cached keys stay in use), or a 503 to
+        # retry while it is in flight; never a long wait.
+        assert all(error is not None and error.status in (400, 503) for _, error in results)
+        assert issuer.requests - before <= 2  # one refetch: discovery, answered 503, and nothing else
+        outcome(verify, unsigned_assertion(issuer.url))
+        assert issuer.requests - before <= 2
+    finally:
+        issuer.stop()
+
+
+def test_a_discovery_naming_a_plain_http_jwks_uri_is_refused():
+    issuer = ScriptedIssuer(lambda path: (200, json.dumps({"jwks_uri": "http://keys.example.net/jwks"}).encode()))
+    try:
+        verify = verifier_for({"cluster": issuer.url}, JwksCache(UpstreamClient(RetryPolicy(budget=1))))
+        _, error = outcome(verify, unsigned_assertion(issuer.url))
+        assert error is not None and error.status == 503 and "jwks_uri" in error.description
+        assert issuer.requests == 1  # the discovery only: the plain-http URL is never fetched
+    finally:
+        issuer.close()
+
+
+def test_a_jwks_over_the_size_cap_is_a_failed_fetch_with_a_cooldown():
+    big = b'{"keys": [' + b" " * MAX_RESPONSE_BYTES + b"]}"
+    issuer = ScriptedIssuer(lambda path: (200, big))
+    try:
+        verify = verifier_for({"cluster": issuer.url},
+                              JwksCache(UpstreamClient(SLOW_CLIENT), cooldown_seconds=30))
+        # An explicit jwks_uri would do as well; discovery answers the same oversized body.
+        for _ in range(5):
+            latency, error = outcome(verify, unsigned_assertion(issuer.url))
+            assert error is not None and error.status == 503 and latency < 4.0
+        assert issuer.requests == 1
+    finally:
+        issuer.close()
+
+
+@pytest.mark.parametrize("discovery", [b"[]", b'{"keys": 5}', b'"text"', b'{"jwks_uri": 5}', b"\xff"])
+def test_a_malformed_discovery_is_a_503_with_a_cooldown(discovery):
+    issuer = ScriptedIssuer(lambda path: (200, discovery))
+    try:
+        verify = verifier_for({"cluster": issuer.url}, JwksCache(UpstreamClient(RetryPolicy(budget=1))))
+        for _ in range(5):
+            _, error = outcome(verify, unsigned_assertion(issuer.url))
+            assert error is not None and error.status == 503 and error.reason is Reason.ISSUER_KEYS_UNAVAILABLE
+        assert issuer.requests == 1
+    finally:
+        issuer.close()
+
+
+@pytest.mark.parametrize("jwks", [b"[]", b'{"keys": 5}', b'{"keys": [{"kid": "nope", "kty": "RSA", "n": 5}]}'])
+def test_a_malformed_jwks_is_never_a_500(jwks):
+    issuer = ScriptedIssuer(lambda path: (200, jwks))
+    try:
+        verify = verifier_for({"cluster": issuer.url}, JwksCache(UpstreamClient(RetryPolicy(budget=1))),
+                              jwks_uri=f"{issuer.url}/jwks")
+        for _ in range(5):
+            _, error = outcome(verify, unsigned_assertion(issuer.url))
+            assert error is not None and error.status in (400, 503)
+        assert issuer.requests == 1
+    finally:
+        issuer.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+_KEYS_DOCUMENT = st.fixed_dictionaries({"keys": _JSON | st.lists(
+    st.dictionaries(st.sampled_from(["kid", "kty", "alg", "use", "n", "e", "crv", "x", "y"]), _JSON, max_size=8),
+    max_size=3)})
+_ANSWER = st.binary(max_size=200) | _JSON.map(lambda value: json.dumps(value).encode()) \
+    | _KEYS_DOCUMENT.map(lambda value: json.dumps(value).encode())
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    issuer = ScriptedIssuer(lambda path: (200, b""))
+    yield issuer
+    issuer.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(discovery=_ANSWER, jwks=_ANSWER, status=st.sampled_from([200, 200, 200, 404, 500, 503]))
+def test_any_answer_from_an_issuer_is_a_4xx_or_a_503(scripted, discovery, jwks, status):
+    def answer(path: str) -> tuple[int, bytes]:
+        if path == "/.well-known/openid-configuration":
+            try:
+                document = json.loads(discovery)
+            except ValueError:
+                return status, discovery
+            if isinstance(document, dict):  # point a well-formed discovery at the JWKS half
+                document["jwks_uri"] = f"{scripted.url}/jwks"
+                return status, json.dumps(document).encode()
+            return status, discovery
+        return status, jwks
+
+    scripted.answer = answer
+    cache = JwksCache(UpstreamClient(RetryPolicy(read_timeout=1, budget=0.2)), cooldown_seconds=30)
+    verify = verifier_for({"cluster": scripted.url}, cache)
+    before = scripted.requests
+    for _ in range(3):
+        _, error = outcome(verify, unsigned_assertion(scripted.url))
+        assert error is not None and (error.status < 500 or error.status == 503), error
+    assert scripted.requests - before <= 2  # one fetch (discovery + JWKS), then the cooldown
