@@ -9,7 +9,8 @@ Client libraries run it and read its stdout. By default it prints exactly the
 executable response format (errors too, with a non-zero exit) and nothing else,
 on stdout or stderr (google-auth merges the two). It honours the
 ``GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE`` cache: a still-valid cached response is
-printed without calling the broker, and every new response is written there.
+printed without calling the broker (only if it is the user's own 0600 regular file), and every new
+response is written there without following links.
 ``--format oauth`` prints the broker's OAuth JSON and ``--format token`` just
 the token, for scripts.
 """
@@ -19,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -79,16 +82,32 @@ def _executable(args: argparse.Namespace) -> int:
         return 1
     response = {key: answer[key] for key in ("version", "success", "token_type", "id_token", "expiration_time")}
     if output_file:
-        _write_atomically(output_file, json.dumps(response))
+        try:
+            _write_atomically(output_file, json.dumps(response))
+        except OSError as error:
+            # google-auth reads only stdout: a traceback there would hide why the cache failed
+            print(json.dumps({"version": 1, "success": False, "code": "output_file_unwritable",
+                              "message": f"cannot write {output_file}: {error.strerror}"}))
+            return 1
     print(json.dumps(response))
     return 0
 
 
 def _cached(output_file: str | None) -> dict[str, Any] | None:
+    """The cached response, if the file is this user's own private regular file: anything another user
+    could have planted or read (a symlink, a shared or foreign file) is not trusted with a token."""
     if not output_file:
         return None
     try:
-        with open(output_file, encoding="utf-8") as cache:
+        fd = os.open(output_file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as cache:
+            status = os.fstat(cache.fileno())  # the file actually opened, not the path: no swap in between
+            if (not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid()
+                    or status.st_mode & (stat.S_IRWXG | stat.S_IRWXO)):
+                return None
             response = json.load(cache)
     except (OSError, ValueError):
         return None
@@ -100,11 +119,18 @@ def _cached(output_file: str | None) -> dict[str, Any] | None:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    temporary = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
+    """Write a fresh 0600 file beside ``path`` and rename it over ``path``: the temporary name is random and
+    created with O_EXCL (mkstemp), so a link planted there or at ``path`` is replaced, never written through."""
+    directory, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
 
 
 def _client(args: argparse.Namespace) -> BrokerClient:
