@@ -67,8 +67,8 @@ def test_a_symlinked_cache_is_not_trusted(tmp_path, monkeypatch, capsys, broker)
     assert status == 0 and answer["id_token"] == "fresh-1"
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
-def test_a_group_or_world_readable_cache_is_ignored(tmp_path, monkeypatch, capsys, broker, mode):
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o700])
+def test_a_cache_looser_than_0600_is_ignored(tmp_path, monkeypatch, capsys, broker, mode):
     output = tmp_path / "cache.json"
     output.write_text(cached_response())
     output.chmod(mode)

@@ -106,7 +106,7 @@ def _cached(output_file: str | None) -> dict[str, Any] | None:
         with os.fdopen(fd, encoding="utf-8") as cache:
             status = os.fstat(cache.fileno())  # the file actually opened, not the path: no swap in between
             if (not stat.S_ISREG(status.st_mode) or status.st_uid != os.getuid()
-                    or status.st_mode & (stat.S_IRWXG | stat.S_IRWXO)):
+                    or stat.S_IMODE(status.st_mode) & ~0o600):
                 return None
             response = json.load(cache)
     except (OSError, ValueError):
