@@ -6,7 +6,8 @@ Like a backend service with a ServerTlsPolicy in ALLOW_INVALID_OR_MISSING_CLIENT
 mode, it completes the handshake whether or not the client certificate verifies
 against the trust config (the dev CA), removes client-supplied headers that share
 a name with its custom request headers, and sets those headers in the load
-balancer's documented formats (google-contracts.md section 1), and appends the
+balancer's documented formats
+(https://cloud.google.com/load-balancing/docs/https/custom-headers-global), and appends the
 client's address and its own to X-Forwarded-For, keeping what the client sent. Header names come
 from the same MTLS_HEADER_* variables the function reads. Like the load balancer
 deploy.sh configures, it also sends the secret the function requires

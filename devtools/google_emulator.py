@@ -4,7 +4,8 @@
 
 One HTTP server (loopback only) emulating:
 - STS ``POST /v1/token``: RFC 8693 token exchange of an OIDC token, validated like
-  workload identity federation does it (google-contracts.md section 2): it fetches
+  workload identity federation does it
+  (https://cloud.google.com/iam/docs/workload-identity-federation-with-other-providers): it fetches
   ``<iss>/.well-known/openid-configuration`` and the JWKS over HTTPS, requires
   ``kid`` and RS256/ES256, ``iat`` in the past, ``exp`` under 48 h after ``iat``, an
   ``aud`` naming the provider, and a ``google.subject`` of at most 127 bytes.

@@ -1,4 +1,6 @@
-"""The emulator is only worth its tests if it refuses what Google refuses (google-contracts.md sections 2-4)."""
+"""The emulator is only worth its tests if it refuses what Google refuses (Google's STS and IAM
+Credentials REST references: https://cloud.google.com/iam/docs/reference/sts/rest,
+https://cloud.google.com/iam/docs/reference/credentials/rest)."""
 
 from __future__ import annotations
 

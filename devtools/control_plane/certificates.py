@@ -86,6 +86,12 @@ class LocationApi(Api):
     def __init__(self, plane: ControlPlane):
         super().__init__(plane)
         self.resources: dict[str, dict[str, Any]] = {}
+        base = rf"/v1/projects/([^/]+)/locations/([^/]+)/{self.collection}"
+        self.route("GET", base, self.list)
+        self.route("POST", base, self.create, "create")
+        self.route("GET", rf"{base}/([^/:]+)", self.get)
+        self.route("PATCH", rf"{base}/([^/:]+)", self.patch, "update")
+        self.route("DELETE", rf"{base}/([^/:]+)", self.delete, "delete")
 
     def location(self, project: str, location: str) -> str:
         project_id = self.plane.project(project)
@@ -135,12 +141,6 @@ class CertificateManagerApi(LocationApi):
     def __init__(self, plane: ControlPlane):
         super().__init__(plane)
         self.trust_configs = self.resources
-        base = r"/v1/projects/([^/]+)/locations/([^/]+)/trustConfigs"
-        self.route("GET", base, self.list)
-        self.route("POST", base, self.create, "create")
-        self.route("GET", rf"{base}/([^/:]+)", self.get)
-        self.route("PATCH", rf"{base}/([^/:]+)", self.patch, "update")
-        self.route("DELETE", rf"{base}/([^/:]+)", self.delete, "delete")
 
     def check(self, body: dict[str, Any]) -> None:
         stores = body.get("trustStores") or []
@@ -209,12 +209,6 @@ class NetworkSecurityApi(LocationApi):
     def __init__(self, plane: ControlPlane):
         super().__init__(plane)
         self.server_tls_policies = self.resources
-        base = r"/v1/projects/([^/]+)/locations/([^/]+)/serverTlsPolicies"
-        self.route("GET", base, self.list)
-        self.route("POST", base, self.create, "create")
-        self.route("GET", rf"{base}/([^/:]+)", self.get)
-        self.route("PATCH", rf"{base}/([^/:]+)", self.patch, "update")
-        self.route("DELETE", rf"{base}/([^/:]+)", self.delete, "delete")
 
     def policies_using(self, trust_config: str) -> list[str]:
         return [name for name, policy in sorted(self.resources.items())
