@@ -222,6 +222,24 @@ def test_client_id_over_127_bytes_is_refused_before_google_would(environ):
     assert "128 bytes" in error.description and "127" in error.description
 
 
+@pytest.mark.parametrize("header", ["X-Client-Cert-URI-SANs", "X-Client-Cert-DNSName-SANs"])
+@pytest.mark.parametrize("client_id", ["secret:ci-client", "jwt:ext:system:serviceaccount:payments:api",
+                                       "JWT-SHA256:prod-cluster:AAAA", "Secret:ci-client"])
+def test_a_certificate_cannot_take_a_subject_of_another_flow(environ, header, client_id):
+    environ["MTLS_HEADER_CLIENT_ID"] = header
+    names = load_settings(environ).mtls_headers
+    error = refusal(verified_headers(**{header: b64(client_id)}), names)
+    assert error.reason is Reason.CLIENT_ID_RESERVED and error.status == 401
+    assert "another flow" in error.description
+
+
+def test_a_certificate_subject_merely_containing_a_reserved_word_is_its_own(environ):
+    environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-URI-SANs"
+    names = load_settings(environ).mtls_headers
+    headers = verified_headers(**{"X-Client-Cert-URI-SANs": b64("urn:secret:ci-client")})
+    assert mtls.authenticate(headers, names, NOW).client_id == "urn:secret:ci-client"
+
+
 def test_descriptions_do_not_echo_unbounded_or_unprintable_values(names):
     error = refusal(verified_headers(**{"X-Client-Cert-Present": "x" * 5000 + "\x1b[31m"}), names)
     assert len(error.description) < 300 and "\x1b" not in error.description

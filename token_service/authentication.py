@@ -20,12 +20,10 @@ from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_F
 from token_service.discovery import FLOW_METADATA
 from token_service.errors import OAuthError, Reason, invalid_client, invalid_request, unsupported_grant_type
 from token_service.policy import ClientFacts
+from token_service.subjects import secret_subject
 
 if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
     from token_service.jwt_bearer import AssertionVerifier, VerifiedAssertion
-
-SECRET_CLIENT_PREFIX = "secret:"
-
 
 class AuthenticatedClient(NamedTuple):
     client_id: str
@@ -59,7 +57,7 @@ def assertion_client(verified: VerifiedAssertion) -> AuthenticatedClient:
 
 
 def secret_client(client_id: str, method: str) -> AuthenticatedClient:
-    subject = SECRET_CLIENT_PREFIX + client_id
+    subject = secret_subject(client_id)
     facts = ClientFacts(flow=CLIENT_SECRET_FLOW, secret_client_id=client_id)
     return AuthenticatedClient(subject, CLIENT_SECRET_FLOW, facts, secret_proof(), None,
                                {"client_id": subject, "auth_method": method})

@@ -69,21 +69,24 @@ def certificate_proof(certificate: ClientCertificate) -> dict[str, Any]:
             "x5_dnssans": list(certificate.dns_sans),
             "x5_urisans": list(certificate.uri_sans),
         },
+        "assertion": dict(NO_ASSERTION),
         "cnf": {"x5t#S256": certificate.x5t_s256},
     }
 
 
-# The same keys with no certificate: a provider whose attribute mapping reads
-# assertion.client.x5_* keeps evaluating for clients of the other flows.
+# The same keys with no certificate or no assertion: a provider whose attribute mapping reads
+# assertion.client.x5_* or assertion.assertion.sub keeps evaluating for clients of every flow.
 NO_CERTIFICATE = {"x5_spiffe": "", "x5_dnssan": "", "x5_urisan": "", "x5_sha256": "", "x5_serial": "",
                   "x5_dnssans": [], "x5_urisans": []}
+NO_ASSERTION = {"issuer": "", "iss": "", "sub": ""}
 
 
 def assertion_proof(issuer_name: str, claims: dict[str, Any]) -> dict[str, Any]:
-    """Where a jwt-bearer client's identity came from."""
+    """Where a jwt-bearer client's identity came from; ``sub`` in full, also when the token's own
+    subject is its digest form."""
     return {"client": dict(NO_CERTIFICATE),
             "assertion": {"issuer": issuer_name, "iss": claims["iss"], "sub": claims["sub"]}}
 
 
 def secret_proof() -> dict[str, Any]:
-    return {"client": dict(NO_CERTIFICATE)}
+    return {"client": dict(NO_CERTIFICATE), "assertion": dict(NO_ASSERTION)}

@@ -28,6 +28,7 @@ class Reason(enum.StrEnum):
     MALFORMED_CERTIFICATE_HEADER = "malformed_certificate_header"
     CLIENT_ID_MISSING = "client_id_missing"
     CLIENT_ID_TOO_LONG = "client_id_too_long"
+    CLIENT_ID_RESERVED = "client_id_reserved"
     POLICY_DENIED = "policy_denied"
     UNTRUSTED_ISSUER = "untrusted_issuer"
     INVALID_ASSERTION = "invalid_assertion"

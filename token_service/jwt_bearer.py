@@ -25,11 +25,11 @@ import jwt
 from token_service.errors import OAuthError, Reason, invalid_grant, temporarily_unavailable
 from token_service.jwks_cache import JwksCache, KeysUnavailable
 from token_service.policy import Policy, TrustedIssuer
+from token_service.subjects import assertion_subject
 
 MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = ("RS256", "ES256")
-MAX_SUBJECT_BYTES = 127
 # An assertion must leave at least this long before its exp: the token it earns never outlives it, and a
 # token of a few seconds (or of none, inside the clock skew) is useless to the client. 30 s, not more, so
 # that issuers of one-minute assertions (CI systems) still work after delivery and a little clock skew.
@@ -60,8 +60,8 @@ class VerifiedAssertion(NamedTuple):
 
     @property
     def client_id(self) -> str:
-        """The broker's subject for this client: unique per (issuer, sub)."""
-        return f"jwt:{self.issuer.name}:{self.subject}"
+        """The broker's subject for this client: one per (issuer, sub), within WIF's 127 bytes."""
+        return assertion_subject(self.issuer.name, self.subject)
 
 
 class ReplayCache:
@@ -166,11 +166,7 @@ class AssertionVerifier:
             # Only looked up here; recorded by record_use once the policy has granted it.
             if self._replays.seen(_replay_key(issuer, jti)):
                 raise _replayed()
-        verified = VerifiedAssertion(issuer, claims)
-        if len(verified.client_id.encode()) > MAX_SUBJECT_BYTES:
-            raise OAuthError(400, "invalid_grant", f"The client id {verified.client_id[:60]!r}... is over "
-                             f"{MAX_SUBJECT_BYTES} bytes, the limit of google.subject", Reason.CLIENT_ID_TOO_LONG)
-        return verified
+        return VerifiedAssertion(issuer, claims)
 
     def record_use(self, verified: VerifiedAssertion) -> None:
         """Spend a single-use assertion, once it passed every check including the policy; refuses a replay

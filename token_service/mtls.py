@@ -19,9 +19,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_client
+from token_service.subjects import MAX_SUBJECT_BYTES, reserved_prefix
 
-# google.subject, which WIF maps from client_id, "cannot exceed 127 bytes".
-MAX_CLIENT_ID_BYTES = 127
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
 _COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
 
@@ -208,11 +207,18 @@ def _with_client_id(certificate: ClientCertificate, names: MtlsHeaderNames) -> C
             Reason.CLIENT_ID_MISSING,
         )
     size = len(client_id.encode())
-    if size > MAX_CLIENT_ID_BYTES:
+    if size > MAX_SUBJECT_BYTES:
         raise invalid_client(
             f"The client id from {names.client_id} is {size} bytes; workload identity "
-            f"federation accepts at most {MAX_CLIENT_ID_BYTES} bytes in google.subject",
+            f"federation accepts at most {MAX_SUBJECT_BYTES} bytes in google.subject",
             Reason.CLIENT_ID_TOO_LONG,
+        )
+    prefix = reserved_prefix(client_id)
+    if prefix is not None:
+        raise invalid_client(
+            f"The client id from {names.client_id} ({_shown(client_id, 40)}) starts with {prefix!r}, which "
+            "only another flow's subjects do: it would share their Google principal",
+            Reason.CLIENT_ID_RESERVED,
         )
     return certificate._replace(client_id=client_id)
 

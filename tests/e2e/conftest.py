@@ -32,6 +32,7 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SCANNER_SECRET = "scanner-secret-0123456789abcdef"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ADMIN_URI = "https://admin.example/"  # policy_stack's admin-console rule admits a certificate with this URI SAN
+LONG_NAMESPACE = "n" * 63  # the longest Kubernetes namespace: policy_stack's long-names rule admits it
 
 
 @dataclass
@@ -191,6 +192,19 @@ def spiffe_stack(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def uri_stack(tmp_path_factory):
+    """A deployment that names clients by their first URI SAN."""
+    stack, function, gateways, log = launch(tmp_path_factory, "uri",
+                                            {"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-URI-SANs"})
+    for name, uri in {"uri-secret": "secret:legacy-scanner", "uri-jwt": "jwt:prod-cluster:system:serviceaccount:x:y",
+                      "uri-plain": "https://inventory.example/device/7"}.items():
+        issued = mint_client(stack.local_dir, name, uris=[uri])
+        stack.certs[name] = (str(issued.certificate), str(issued.key))
+    yield stack
+    stop(function, gateways, log)
+
+
+@pytest.fixture(scope="session")
 def iam_stack(tmp_path_factory):
     """The production configuration: IAM signJwt as the runtime service account, google-cloud-logging,
     and K_SERVICE set as Cloud Functions sets it (the credentials are the metadata server's)."""
@@ -245,6 +259,13 @@ def policy_stack(tmp_path_factory, issuer):
             assertion:
               issuer: unreachable
               subject: system:serviceaccount:payments:*
+          - name: long-names
+            assertion:
+              issuer: prod-cluster
+              subject: system:serviceaccount:{LONG_NAMESPACE}:*
+            allow:
+              service_accounts: [{WORKLOAD_SERVICE_ACCOUNT}]
+              scopes: [{SCOPE}]
         """))
     stack, function, servers, log = launch(tmp_path_factory, "policy", {
         "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret",

@@ -39,7 +39,7 @@ def with_headers(**overrides):
     return {name: value for name, value in headers.items() if value is not None}
 
 
-def provoke(reason: Reason, stack, spiffe_stack, policy_stack, iam_stack, issuer):
+def provoke(reason: Reason, stack, spiffe_stack, uri_stack, policy_stack, iam_stack, issuer):
     exchange = {"grant_type": "client_credentials", "scope": SCOPE, "service_account": WORKLOAD_SERVICE_ACCOUNT}
     match reason:
         case Reason.MALFORMED_REQUEST:
@@ -70,6 +70,8 @@ def provoke(reason: Reason, stack, spiffe_stack, policy_stack, iam_stack, issuer
             return spiffe_stack.post_token("bare")
         case Reason.CLIENT_ID_TOO_LONG:
             return direct(spiffe_stack, with_headers(**{"X-Client-Cert-SPIFFE": "spiffe://td/" + "a" * 130}))
+        case Reason.CLIENT_ID_RESERVED:
+            return uri_stack.post_token("uri-secret")
         case Reason.POLICY_DENIED:
             return policy_stack.post_token("bare")
         case Reason.UNTRUSTED_ISSUER:
@@ -125,8 +127,8 @@ PROVOKED = [reason for reason in Reason if reason is not Reason.INTERNAL_ERROR]
 
 
 @pytest.mark.parametrize("reason", PROVOKED, ids=[reason.value for reason in PROVOKED])
-def test_each_reason_end_to_end(reason, stack, spiffe_stack, policy_stack, iam_stack, issuer):
-    response, audit = provoke(reason, stack, spiffe_stack, policy_stack, iam_stack, issuer)
+def test_each_reason_end_to_end(reason, stack, spiffe_stack, uri_stack, policy_stack, iam_stack, issuer):
+    response, audit = provoke(reason, stack, spiffe_stack, uri_stack, policy_stack, iam_stack, issuer)
     labels = audit["logging.googleapis.com/labels"]
     SEEN_LABELS.append(labels)
     assert labels["outcome"] == "refused" and labels["reason"] == reason.value
