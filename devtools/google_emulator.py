@@ -173,11 +173,6 @@ class GoogleEmulator:
             planned = self._faults.get(service)
             return planned.pop(0) if planned else None
 
-    def expire_tokens(self) -> None:
-        with self._lock:
-            for grant in self._tokens.values():
-                grant.expires_at = 0
-
     # ---- keys and tokens -----------------------------------------------------------------------
     @staticmethod
     def _new_key() -> tuple[rsa.RSAPrivateKey, str]:

@@ -1,4 +1,4 @@
-"""A workload calling the protected service with a broker token (the client half of seed 004).
+"""A workload calling the protected service with a broker token (the client half of the examples pair).
 
     .venv/bin/python examples/client_workload.py        # with `make run` and examples/protected_service.py going
 

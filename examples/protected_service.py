@@ -1,4 +1,4 @@
-"""A service that only answers workloads carrying a broker ID token (the server half of seed 004).
+"""A service that only answers workloads carrying a broker ID token (the server half of the examples pair).
 
     .venv/bin/python examples/protected_service.py        # with `make run` going, on http://127.0.0.1:8081
 

@@ -19,7 +19,7 @@ def test_valid_configuration(environ):
     assert settings.provider.token_audience == "https:" + settings.provider.sts_audience
     assert settings.token_validity_seconds == 300
     assert settings.auth_flows == {"xlb-mtls-client-credentials"}
-    # The seeds: "In the default configuration, [the client id] is the SHA-256 thumbprint".
+    # As the predecessor documented: by default the client id is the certificate's SHA-256 thumbprint.
     assert settings.mtls_headers.client_id == "X-Client-Cert-Hash"
     assert settings.mtls_headers.present == "X-Client-Cert-Present"
 

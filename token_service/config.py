@@ -36,8 +36,8 @@ CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SERVICE_ACCOUNT_EMAIL = r"[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com"
 _SERVICE_ACCOUNT = re.compile(f"^{SERVICE_ACCOUNT_EMAIL}$")
 
-# Header-name settings: (variable, default). Defaults are exactly the names of
-# the backend-service command in the deployment guide (seed 001).
+# Header-name settings: (variable, default). The defaults are the names deploy.sh (and the predecessor's
+# deployment guide) configures on the backend service.
 MTLS_HEADER_DEFAULTS = {
     "present": ("MTLS_HEADER_CLIENT_CERT_PRESENT", "X-Client-Cert-Present"),
     "chain_verified": ("MTLS_HEADER_CLIENT_CERT_CHAIN_VERIFIED", "X-Client-Cert-Chain-Verified"),

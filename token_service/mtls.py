@@ -3,7 +3,8 @@
 The Google load balancer checks the client certificate and passes what it saw
 in custom request headers. This module turns those header values into a
 ``ClientCertificate`` or refuses with a reason the client can act on. Formats
-follow the load balancer's documented variables (google-contracts.md section 1).
+follow the load balancer's documented variables
+(https://cloud.google.com/load-balancing/docs/custom-headers).
 """
 
 from __future__ import annotations
