@@ -21,7 +21,6 @@ Development tooling only: never deployed.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import http.client
 import http.server
@@ -39,8 +38,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
+from token_admin import load_balancer
 from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names, proxy_secret_settings
-from token_service.mtls import certificate_facts
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -81,36 +80,8 @@ def certificate_headers(
     leaf: x509.Certificate | None, verify_errors: list[int], names: Mapping[str, str], san_shape: str
 ) -> dict[str, str]:
     """The custom request headers the load balancer would add for this handshake."""
-    values = dict.fromkeys(names, "")
-    if leaf is None:
-        values.update(present="false", chain_verified="false", error="client_cert_not_provided")
-        return {names[attribute]: value for attribute, value in values.items()}
-    verified = not verify_errors
-    facts = certificate_facts(leaf)
-    values.update(
-        present="true",
-        chain_verified="true" if verified else "false",
-        error="" if verified else _error_code(verify_errors),
-        sha256_fingerprint=facts.sha256_fingerprint,
-        serial_number=facts.serial_number,
-        spiffe_id=facts.spiffe_id,
-        dnsname_sans=encode_sans(list(facts.dns_sans), san_shape),
-        uri_sans=encode_sans(list(facts.uri_sans), san_shape),
-        valid_not_before=leaf.not_valid_before_utc.isoformat(),
-        valid_not_after=leaf.not_valid_after_utc.isoformat(),
-    )
-    return {names[attribute]: value for attribute, value in values.items()}
-
-
-def encode_sans(sans: list[str], shape: str) -> str:
-    """Both readings of "comma-separated Base64-encoded list": "each" SAN encoded on its own (what the
-    function reads), or the "joined" list encoded once, which cannot tell two SANs from one holding a
-    comma; the function reads it as one SAN, so a certificate with several fails closed."""
-    if not sans:
-        return ""
-    if shape == "joined":
-        return base64.b64encode(",".join(sans).encode()).decode()
-    return ",".join(base64.b64encode(san.encode()).decode() for san in sans)
+    return load_balancer.certificate_headers(leaf, _error_code(verify_errors) if verify_errors else "", names,
+                                             san_shape)
 
 
 def forwarded_for(sent: list[str], client_ip: str) -> str:

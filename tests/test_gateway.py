@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from devtools import gateway
 from devtools.pki import ensure_dev_pki, mint_client
+from token_admin import load_balancer
 from token_service import mtls
 
 NAMES = gateway.header_names_from_environment({})
@@ -42,8 +43,8 @@ def test_verified_certificate_headers(tmp_path):
 
 
 def test_serial_is_colon_hex_of_the_der_integer():
-    assert mtls.serial_text(0xC97771) == "00:c9:77:71"  # high bit set: DER keeps a 00 byte
-    assert mtls.serial_text(0x1234) == "12:34"
+    assert load_balancer.serial_text(0xC97771) == "00:c9:77:71"  # high bit set: DER keeps a 00 byte
+    assert load_balancer.serial_text(0x1234) == "12:34"
 
 
 def test_unverified_certificate_reports_an_error_code(tmp_path):

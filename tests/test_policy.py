@@ -171,7 +171,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def run_cli(*arguments: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "token_service", *arguments], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "token_admin", *arguments], capture_output=True, text=True,
                           input=stdin, timeout=60)
 
 
@@ -185,6 +185,11 @@ def test_simulate_with_a_certificate(tmp_path):
     assert decision["decision"] == "allow" and decision["rule"] == "meters"
     assert decision["token_lifetime_seconds"] == 120
     assert decision["claims"]["fleet"] == "meters" and decision["claims"]["client"]["x5_spiffe"] == FLEET
+    # The claims the service would sign, computed by the same code: its subject, lifetime cap and binding.
+    claims = decision["claims"]
+    assert claims["sub"] == claims["client_id"] == decision["client_id"]
+    assert claims["amr"] == ["xlb-mtls-client-credentials"]
+    assert claims["exp"] - claims["iat"] == 120 and claims["cnf"]["x5t#S256"]
     denied = run_cli("simulate", "--policy", str(tmp_path / "policy.yaml"), "--cert", str(issued.certificate),
                      "--service-account", "admin@p.iam.gserviceaccount.com", "--scope", SCOPE)
     assert json.loads(denied.stdout)["decision"] == "deny"

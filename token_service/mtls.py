@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import hashlib
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_client
@@ -24,9 +23,6 @@ from token_service.subjects import MAX_SUBJECT_BYTES, reserved_prefix
 
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
 _COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
-
-if TYPE_CHECKING:
-    from cryptography import x509
 
 
 class CommaInDnsName(ValueError):
@@ -109,51 +105,6 @@ def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames
         not_before=_timestamp(not_before, names.valid_not_before),
         not_after=_timestamp(not_after, names.valid_not_after),
     )
-
-
-def from_certificate(certificate: x509.Certificate, names: MtlsHeaderNames) -> ClientCertificate:
-    """What the flow makes of a verified ``certificate`` (for simulations and tools): refused as its headers
-    would be."""
-    facts = certificate_facts(certificate)
-    if any("," in san for san in facts.dns_sans):
-        raise _malformed(names.dnsname_sans, ",".join(facts.dns_sans), _COMMA_IN_DNS_NAME)
-    return _with_client_id(facts, names)
-
-
-def certificate_facts(certificate: x509.Certificate) -> ClientCertificate:
-    """The certificate as the load balancer describes it (no client id yet): fingerprint, serial,
-    the SPIFFE ID (a single spiffe:// URI SAN) kept apart from the other URI SANs, validity."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        sans = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns, uris = sans.get_values_for_type(x509.DNSName), sans.get_values_for_type(x509.UniformResourceIdentifier)
-    except x509.ExtensionNotFound:
-        dns, uris = [], []
-    spiffe = [uri for uri in uris if uri.startswith("spiffe://")]
-    return ClientCertificate(
-        client_id="",
-        sha256_fingerprint=fingerprint_text(certificate.public_bytes(serialization.Encoding.DER)),
-        serial_number=serial_text(certificate.serial_number),
-        spiffe_id=spiffe[0] if len(spiffe) == 1 else "",
-        dns_sans=tuple(dns),
-        uri_sans=tuple(uri for uri in uris if not uri.startswith("spiffe://")),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
-    )
-
-
-def fingerprint_text(der: bytes) -> str:
-    """The load balancer's fingerprint format: base64 SHA-256, no padding."""
-    return base64.b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
-
-
-def serial_text(serial: int) -> str:
-    """DER INTEGER content bytes as colon-separated hex (a leading 00 when the high bit is set),
-    the shape of the load balancer's documented sample "00:c9:77:..."."""
-    raw = serial.to_bytes(serial.bit_length() // 8 + 1, "big", signed=True)
-    return ":".join(f"{byte:02x}" for byte in raw)
 
 
 def decode_fingerprint(value: str) -> bytes:

@@ -394,7 +394,7 @@ def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedI
         hashes = checker.texts(matcher, "secret_hashes", inner)
         if not 1 <= len(hashes) <= MAX_SECRET_HASHES or not all(_SECRET_HASH.match(value) for value in hashes):
             checker.fail(matcher, inner, "secret_hashes must hold one or two hashes from "
-                                         "`python -m token_service hash-secret` (two during a rotation)")
+                                         "`python -m token_admin hash-secret` (two during a rotation)")
         secret = SecretMatch(client_id or "", hashes)
     return Rule(name or "", certificate, assertion, secret, _allowance(checker, node.get("allow", {}), where))
 

@@ -23,7 +23,7 @@ from token_service.audit import (
     token_attempt,
 )
 from token_service.authentication import AuthenticatedClient, Authenticator
-from token_service.claims import id_token_claims
+from token_service.claims import IdTokenClaims, id_token_claims
 from token_service.client_secret import SecretAuthenticator
 from token_service.compact_json import compact_json
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
@@ -214,24 +214,7 @@ class TokenService:
         return grant
 
     def _issue(self, client: AuthenticatedClient, grant: Grant, now: float, labels: dict[str, str]) -> IssuedTokens:
-        lifetime = min(self.settings.token_validity_seconds, grant.max_token_lifetime or sys.maxsize)
-        expires_at = int(now) + lifetime
-        if client.valid_until is not None:  # never outlive the certificate or assertion that earned it
-            expires_at = min(expires_at, client.valid_until)
-        if expires_at <= int(now):  # the flows refuse such proofs; never sign a token born expired anyway
-            if client.flow == JWT_BEARER_FLOW:
-                raise invalid_grant("The assertion has expired", Reason.INVALID_ASSERTION)
-            raise invalid_client("The client certificate has expired", Reason.CERTIFICATE_EXPIRED)
-        claims = id_token_claims(
-            issuer=self.settings.issuer,
-            audience=self.settings.provider.token_audience,
-            flow=client.flow,
-            client_id=client.client_id,
-            issued_at=int(now),
-            expires_at=expires_at,
-            proof_claims=client.proof_claims,
-            extra_claims=grant.extra_claims,
-        )
+        claims = issued_claims(self.settings, client, grant, now)
         try:
             id_token = self.signer.sign(claims.payload)
         except SigningError as failure:
@@ -245,6 +228,28 @@ class TokenService:
             raise unavailable(failure) from None
         labels["jti"] = claims.jti
         return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at)
+
+
+def issued_claims(settings: Settings, client: AuthenticatedClient, grant: Grant, now: float) -> IdTokenClaims:
+    """The claims of the ID token ``client`` gets under ``grant`` (also what ``simulate`` shows)."""
+    lifetime = min(settings.token_validity_seconds, grant.max_token_lifetime or sys.maxsize)
+    expires_at = int(now) + lifetime
+    if client.valid_until is not None:  # never outlive the certificate or assertion that earned it
+        expires_at = min(expires_at, client.valid_until)
+    if expires_at <= int(now):  # the flows refuse such proofs; never sign a token born expired anyway
+        if client.flow == JWT_BEARER_FLOW:
+            raise invalid_grant("The assertion has expired", Reason.INVALID_ASSERTION)
+        raise invalid_client("The client certificate has expired", Reason.CERTIFICATE_EXPIRED)
+    return id_token_claims(
+        issuer=settings.issuer,
+        audience=settings.provider.token_audience,
+        flow=client.flow,
+        client_id=client.client_id,
+        issued_at=int(now),
+        expires_at=expires_at,
+        proof_claims=client.proof_claims,
+        extra_claims=grant.extra_claims,
+    )
 
 
 def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] | None = None) -> TokenService:
