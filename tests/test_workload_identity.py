@@ -124,3 +124,32 @@ def test_certificate_without_a_spiffe_id_is_refused_from_the_workload_directory(
     shutil.copy(issued.key, directory / "private_key.pem")
     with pytest.raises(IdentityError, match="SPIFFE"):
         identity.from_workload_identity_dir(str(directory), attempts=2, delay=0)
+
+
+@pytest.mark.parametrize("torn", ["certificates.pem", "private_key.pem"])
+def test_a_file_caught_mid_write_is_retried_until_complete(tmp_path, torn):
+    issued = mint_client(tmp_path, "torn", spiffe=SPIFFE)
+    directory = tmp_path / "creds"
+    directory.mkdir()
+    shutil.copy(issued.certificate, directory / "certificates.pem")
+    shutil.copy(issued.key, directory / "private_key.pem")
+    whole = (directory / torn).read_bytes()
+    (directory / torn).write_bytes(whole[: len(whole) // 2])  # the writer is halfway through
+    finisher = threading.Timer(0.1, (directory / torn).write_bytes, [whole])
+    finisher.start()
+    try:
+        loaded = identity.from_workload_identity_dir(str(directory), attempts=40, delay=0.01)
+    finally:
+        finisher.join()
+    assert loaded.private_key_pem == (directory / "private_key.pem").read_bytes()
+
+
+def test_a_chain_torn_after_its_leaf_is_retried_then_reported(tmp_path):
+    issued = mint_client(tmp_path, "chain", spiffe=SPIFFE)
+    directory = tmp_path / "creds"
+    directory.mkdir()
+    leaf = issued.certificate.read_bytes()
+    (directory / "certificates.pem").write_bytes(leaf + leaf[: len(leaf) // 2])  # intermediate half-written
+    shutil.copy(issued.key, directory / "private_key.pem")
+    with pytest.raises(IdentityError, match="after 3 tries"):
+        identity.from_workload_identity_dir(str(directory), attempts=3, delay=0)
