@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,54 @@ def test_a_chain_torn_after_its_leaf_is_retried_then_reported(tmp_path):
     shutil.copy(issued.key, directory / "private_key.pem")
     with pytest.raises(IdentityError, match="after 3 tries"):
         identity.from_workload_identity_dir(str(directory), attempts=3, delay=0)
+
+
+def agent_rotation(base: Path, pairs, stop: threading.Event, *, whole_directory: bool) -> None:
+    """The guest agent's way: the new files are written aside, the old ones removed, then the new renamed in;
+    a reader arriving between the remove and the rename finds nothing there."""
+    live = base / "workload-spiffe-credentials"
+    generation = 1
+    while not stop.is_set():
+        staging = write_generation(base, generation, pairs[generation % len(pairs)])
+        if whole_directory:
+            shutil.rmtree(live)
+            time.sleep(0.004)  # the gap, widened so the readers surely land in it
+            os.rename(staging, live)
+        else:
+            for name in ("certificates.pem", "private_key.pem"):
+                os.unlink(live / name)
+            time.sleep(0.004)
+            for name in ("certificates.pem", "private_key.pem"):
+                os.rename(staging / name, live / name)
+            staging.rmdir()
+        generation += 1
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("whole_directory", [True, False], ids=["directory", "files"])
+def test_reads_during_the_agents_remove_then_rename_gap_never_fail(tmp_path, whole_directory):
+    pairs = [mint_client(tmp_path, f"gen{index}", spiffe=SPIFFE) for index in range(2)]
+    base = tmp_path / "secrets"
+    base.mkdir()
+    os.rename(write_generation(base, 0, pairs[0]), base / "workload-spiffe-credentials")
+    stop = threading.Event()
+    thread = threading.Thread(target=agent_rotation, args=(base, pairs, stop),
+                              kwargs={"whole_directory": whole_directory})
+    thread.start()
+    failures = []
+    try:
+        for _ in range(40):
+            try:
+                identity.from_workload_identity_dir(str(base / "workload-spiffe-credentials"))
+            except IdentityError as error:
+                failures.append(str(error))
+            time.sleep(0.003)
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+
+
+def test_a_directory_that_vanished_and_stays_gone_is_still_a_clear_error(tmp_path):
+    with pytest.raises(IdentityError, match="does not exist: is managed workload identity enabled"):
+        identity.from_workload_identity_dir(str(tmp_path / "nope"), attempts=3, delay=0)

@@ -5,8 +5,8 @@
   (``from_workload_identity_dir``, default ``/run/secrets/workload-spiffe-credentials``),
   which an agent rotates by writing a new directory and moving a symlink. The
   symlink is resolved once and the certificate and key are read from that one
-  directory; a pair that does not match or a file cut short (caught mid-rotation)
-  is retried.
+  directory; a pair that does not match, a file cut short, or a directory or file
+  missing in the agent's remove-then-rename gap (caught mid-rotation) is retried.
 
 Every loader checks that the key matches the certificate and that the
 certificate is valid now, so a broken identity fails here with a clear message
@@ -93,7 +93,12 @@ def from_workload_identity_dir(
             return _checked(chain_pem, key_pem, str(resolved), spiffe=True)
         except FileNotFoundError as error:
             last_error = f"{error.filename} does not exist"
-            if attempt == 0 and not os.path.lexists(directory):
+            # The agent removes the old credentials before renaming the new ones in, so a missing directory
+            # may be a rotation's gap: retried like a torn pair. Only a missing parent (nothing to rename
+            # into) is certain at once; a directory still missing after the bound is reported as absent.
+            if not os.path.lexists(directory) and (
+                attempt == attempts - 1 or not os.path.isdir(os.path.dirname(os.path.abspath(directory)))
+            ):
                 raise IdentityError(f"{directory} does not exist: is managed workload identity enabled for "
                                     "this VM or pod?") from None
         except _Mismatch as error:
