@@ -5,7 +5,8 @@
   (``from_workload_identity_dir``, default ``/run/secrets/workload-spiffe-credentials``),
   which an agent rotates by writing a new directory and moving a symlink. The
   symlink is resolved once and the certificate and key are read from that one
-  directory; a pair that does not match (caught mid-rotation) is retried.
+  directory; a pair that does not match, a file cut short, or a directory or file
+  missing in the agent's remove-then-rename gap (caught mid-rotation) is retried.
 
 Every loader checks that the key matches the certificate and that the
 certificate is valid now, so a broken identity fails here with a clear message
@@ -92,7 +93,12 @@ def from_workload_identity_dir(
             return _checked(chain_pem, key_pem, str(resolved), spiffe=True)
         except FileNotFoundError as error:
             last_error = f"{error.filename} does not exist"
-            if attempt == 0 and not os.path.lexists(directory):
+            # The agent removes the old credentials before renaming the new ones in, so a missing directory
+            # may be a rotation's gap: retried like a torn pair. Only a missing parent (nothing to rename
+            # into) is certain at once; a directory still missing after the bound is reported as absent.
+            if not os.path.lexists(directory) and (
+                attempt == attempts - 1 or not os.path.isdir(os.path.dirname(os.path.abspath(directory)))
+            ):
                 raise IdentityError(f"{directory} does not exist: is managed workload identity enabled for "
                                     "this VM or pod?") from None
         except _Mismatch as error:
@@ -102,17 +108,24 @@ def from_workload_identity_dir(
 
 
 class _Mismatch(IdentityError):
-    pass
+    """Certificate and key that do not (yet) make a whole pair: mismatched, or one caught mid-write."""
 
 
 def _checked(chain_pem: bytes, key_pem: bytes, source: str, spiffe: bool = False) -> ClientIdentity:
+    # An unparsable or cut-short file is what a read during the writer's write looks like: it is retried
+    # like a mismatched pair (by the loaders that retry), and reported as it is once the retries run out.
+    for name, pem in (("certificate", chain_pem), ("private key", key_pem)):
+        if pem.count(b"-----BEGIN ") != pem.count(b"-----END "):
+            raise _Mismatch(f"{source}: the {name} file ends inside a PEM block (caught mid-write?)")
     try:
         leaf = x509.load_pem_x509_certificate(chain_pem)
     except ValueError:
-        raise IdentityError(f"{source}: no PEM certificate") from None
+        raise _Mismatch(f"{source}: no PEM certificate") from None
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError):
+    except ValueError:
+        raise _Mismatch(f"{source}: no unencrypted PEM private key") from None
+    except TypeError:  # encrypted: no amount of waiting helps
         raise IdentityError(f"{source}: no unencrypted PEM private key") from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.DER, public) != leaf.public_key().public_bytes(
