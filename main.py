@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from token_service.client_address import client_ip
-from token_service.config import ConfigurationError
 from token_service.dispatch import HttpRequest, dispatch, may_wait
+from token_service.errors import ConfigurationError
 from token_service.log_pipe import BatchedLines
 from token_service.service import service_from_environment
 from token_service.token_request import MAX_BODY_BYTES

@@ -1,6 +1,7 @@
 import pytest
 
-from token_service.config import ConfigurationError, load_settings
+from token_service.config import load_settings
+from token_service.errors import ConfigurationError
 
 
 def problems(env: dict[str, str]) -> list[str]:

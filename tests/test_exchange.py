@@ -7,10 +7,10 @@ import time
 import pytest
 
 from devtools.google_emulator import GoogleEmulator, serve
-from token_service.errors import OAuthError
+from token_service.errors import OAuthError, StsRefused, UpstreamUnavailable
 from token_service.exchange import parse_exchange_request
-from token_service.sts import StsClient, StsRefused
-from token_service.upstream import RetryPolicy, UpstreamClient, UpstreamUnavailable
+from token_service.sts import StsClient
+from token_service.upstream import RetryPolicy, UpstreamClient
 
 SA = "workload@p.iam.gserviceaccount.com"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -6,7 +6,7 @@ from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
 from token_service.authentication import certificate_client
 from token_service.config import load_settings
-from token_service.errors import OAuthError, Reason
+from token_service.errors import MalformedValue, OAuthError, Reason
 from token_service.policy import parse_policy
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -128,7 +128,7 @@ def test_a_comma_inside_a_decoded_uri_san_is_data_not_a_separator(names, header,
     "header", [b64("a.example,admin.example"), b64("a.example") + "," + b64("b.example,admin.example"),
                b64("dns-1, dns-2")])
 def test_a_dns_san_containing_a_comma_is_refused(names, header):
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedValue):
         mtls.parse_san_header(header, dns=True)
     error = refusal(verified_headers(**{"X-Client-Cert-DNSName-SANs": header}), names)
     assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER
@@ -137,7 +137,7 @@ def test_a_dns_san_containing_a_comma_is_refused(names, header):
 
 @pytest.mark.parametrize("header", ["%%%", b64(",,"), b64("a") + ",", b64("bad\x01name"), b64("a\nb")])
 def test_malformed_san_headers(names, header):
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedValue):
         mtls.parse_san_header(header, dns=True)
     error = refusal(verified_headers(**{"X-Client-Cert-DNSName-SANs": header}), names)
     assert error.reason is Reason.MALFORMED_CERTIFICATE_HEADER

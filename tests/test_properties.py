@@ -14,7 +14,7 @@ from tests.support import FINGERPRINT, b64, verified_headers
 from token_service import mtls
 from token_service.audit import parse_trace
 from token_service.dispatch import HttpRequest, dispatch
-from token_service.errors import OAuthError, Reason
+from token_service.errors import MalformedValue, OAuthError, Reason
 from token_service.exchange import parse_exchange_request
 from token_service.token_request import parse_token_request
 
@@ -39,7 +39,7 @@ def test_form_parser_never_fails_unexpectedly(body, content_type):
 def test_san_parser_returns_printable_sans_or_value_error(value, dns):
     try:
         sans = mtls.parse_san_header(value, dns=dns)
-    except ValueError:
+    except MalformedValue:
         return
     assert all(san and san.isprintable() for san in sans)
     assert not sans or len(sans) == value.count(",") + 1  # only a raw comma separates
@@ -48,7 +48,7 @@ def test_san_parser_returns_printable_sans_or_value_error(value, dns):
 
 @given(text)
 def test_fingerprint_decoder_returns_32_bytes_or_value_error(value):
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(MalformedValue):
         assert len(mtls.decode_fingerprint(value)) == 32
 
 

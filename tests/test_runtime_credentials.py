@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from token_service.errors import UpstreamUnavailable
 from token_service.runtime_credentials import (
     REFRESH_MARGIN_SECONDS,
     ApplicationDefaultCredentials,
@@ -13,7 +14,7 @@ from token_service.runtime_credentials import (
     MetadataServerToken,
     runtime_credentials,
 )
-from token_service.upstream import UpstreamResponse, UpstreamUnavailable
+from token_service.upstream import UpstreamResponse
 
 
 class MetadataServer:

@@ -3,7 +3,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from token_service.config import ConfigurationError, SignerSettings
+from token_service.config import SignerSettings
+from token_service.errors import ConfigurationError
 from token_service.signers import LocalKeySigner, jwk_thumbprint, load_signer
 
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient, UpstreamUnavailable
+from token_service.errors import UpstreamUnavailable
+from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

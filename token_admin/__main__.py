@@ -21,7 +21,7 @@ import secrets
 import sys
 
 from token_admin.simulate import simulate
-from token_service.config import ConfigurationError
+from token_service.errors import ConfigurationError
 
 
 def main(argv: list[str] | None = None) -> int:

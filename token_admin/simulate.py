@@ -20,8 +20,8 @@ from cryptography import x509
 from token_admin.load_balancer import certificate_headers
 from token_service import authentication, mtls
 from token_service.authentication import AuthenticatedClient
-from token_service.config import MTLS_HEADER_DEFAULTS, ConfigurationError, Settings, load_settings
-from token_service.errors import OAuthError
+from token_service.config import MTLS_HEADER_DEFAULTS, Settings, load_settings
+from token_service.errors import ConfigurationError, OAuthError
 from token_service.exchange import parse_exchange_request
 from token_service.jwt_bearer import VerifiedAssertion
 from token_service.policy import Policy, load_policy

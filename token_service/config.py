@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from token_service.errors import ConfigurationError
+
 XLB_MTLS_FLOW = "xlb-mtls-client-credentials"
 JWT_BEARER_FLOW = "jwt-bearer"
 CLIENT_SECRET_FLOW = "client-secret"
@@ -72,16 +74,6 @@ _RESERVED_HEADER_PREFIXES = ("x-google", "x-goog-", "x-gfe", "x-amz-")
 _PROJECT_NUMBER = re.compile(r"^[1-9][0-9]{0,19}$")
 # Pool and provider ids: 4-32 characters, lower-case letters, digits, hyphens.
 _POOL_OR_PROVIDER_ID = re.compile(r"^[a-z0-9-]{4,32}$")
-
-
-class ConfigurationError(Exception):
-    """Every configuration problem found, one per line."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(
-            "invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems)
-        )
 
 
 class MtlsHeaderNames(NamedTuple):

@@ -1,8 +1,10 @@
-"""Refusals as data: an RFC 6749 error code, an HTTP status and a stable reason.
+"""The token service's errors, all under ``TokenServiceError``.
 
-Every way a token request can fail is a ``Reason``: the audit line carries it as
-a label and operators query by it, so the list is closed and each value keeps
-its spelling once released.
+Refusals are data: an ``OAuthError`` is an RFC 6749 error code, an HTTP status
+and a stable ``Reason``. Every way a token request can fail is a ``Reason``: the
+audit line carries it as a label and operators query by it, so the list is
+closed and each value keeps its spelling once released. The other types are what
+the service's parts raise to each other; the service turns each into a refusal.
 """
 
 from __future__ import annotations
@@ -44,8 +46,77 @@ class Reason(enum.StrEnum):
     NOT_THROUGH_LOAD_BALANCER = "not_through_load_balancer"
 
 
+class TokenServiceError(Exception):
+    """The root of every error the token service raises itself."""
+
+
+class ConfigurationError(TokenServiceError):
+    """Every configuration problem found, one per line: the cold start stops."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
+
+
+class MalformedValue(TokenServiceError):
+    """A value (a load-balancer header, a key file) that is not in the form it must have."""
+
+
+class CommaInDnsName(MalformedValue):
+    """A decoded DNS SAN holds a comma, which no DNS name does."""
+
+
+class UpstreamUnavailable(TokenServiceError):
+    """Google (or an issuer) did not answer usefully within the retry budget."""
+
+    def __init__(self, service: str, detail: str, retry_after: int):
+        super().__init__(f"{service} unavailable: {detail}")
+        self.service = service
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class StsRefused(TokenServiceError):
+    """Google STS answered with an OAuth error (e.g. 400 invalid_grant)."""
+
+    def __init__(self, status: int, error: str, description: str, body: bytes):
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.body = body
+
+
+class IamRefused(TokenServiceError):
+    """IAM Credentials answered ``method`` with a Google API error."""
+
+    def __init__(self, method: str, status: int, code: str, message: str, body: bytes):
+        super().__init__(f"{method}: {status} {code}: {message}")
+        self.method = method
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class CredentialsUnavailable(TokenServiceError):
+    """No credentials, or Google refused them: a configuration problem, not an outage."""
+
+
+class SigningError(TokenServiceError):
+    """The signer could not produce a token (no claims were issued)."""
+
+
+class KeysUnavailable(TokenServiceError):
+    """No usable keys: the issuer could not be reached and nothing cached is still valid."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
-class OAuthError(Exception):
+class OAuthError(TokenServiceError):
     """An RFC 6749 section 5.2 error response, raised by any layer below dispatch."""
 
     status: int

@@ -21,10 +21,18 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from token_service.config import CLOUD_PLATFORM_SCOPE, SERVICE_ACCOUNT_EMAIL, WorkloadIdentityProvider
-from token_service.errors import OAuthError, Reason, access_denied, invalid_request, temporarily_unavailable
-from token_service.iam_credentials import IamCredentialsClient, IamRefused
-from token_service.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient, StsRefused
-from token_service.upstream import UpstreamUnavailable
+from token_service.errors import (
+    IamRefused,
+    OAuthError,
+    Reason,
+    StsRefused,
+    UpstreamUnavailable,
+    access_denied,
+    invalid_request,
+    temporarily_unavailable,
+)
+from token_service.iam_credentials import IamCredentialsClient
+from token_service.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient
 
 MAX_SCOPES = 20
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")  # RFC 6749 scope-token

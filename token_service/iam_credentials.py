@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import NamedTuple
 from urllib.parse import quote
 
-from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable, bearer
+from token_service.errors import IamRefused, UpstreamUnavailable
+from token_service.upstream import UpstreamClient, UpstreamResponse, bearer
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -22,15 +23,6 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 class ServiceAccountToken(NamedTuple):
     token: str
     expires_at: int
-
-
-class IamRefused(Exception):
-    def __init__(self, method: str, response: UpstreamResponse):
-        self.method = method
-        self.status = response.status
-        self.body = response.body
-        self.code, self.message = _google_error(response)
-        super().__init__(f"{method}: {self.status} {self.code}: {self.message}")
 
 
 class IamCredentialsClient:
@@ -72,7 +64,7 @@ class IamCredentialsClient:
             headers={**JSON_HEADERS, **bearer(bearer_token)},
         )
         if response.status != 200:
-            raise IamRefused(method, response)
+            raise IamRefused(method, response.status, *_google_error(response), response.body)
         try:
             answer = response.json()
         except ValueError:

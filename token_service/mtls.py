@@ -10,7 +10,6 @@ follow the load balancer's documented variables
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import re
 from collections.abc import Mapping
@@ -18,15 +17,11 @@ from datetime import datetime
 from typing import NamedTuple
 
 from token_service.config import MtlsHeaderNames
-from token_service.errors import OAuthError, Reason, invalid_client
+from token_service.errors import CommaInDnsName, MalformedValue, OAuthError, Reason, invalid_client
 from token_service.subjects import MAX_SUBJECT_BYTES, reserved_prefix
 
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
 _COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
-
-
-class CommaInDnsName(ValueError):
-    """A decoded DNS SAN holds a comma, which no DNS name does."""
 
 
 class ClientCertificate(NamedTuple):
@@ -108,19 +103,19 @@ def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames
 
 
 def decode_fingerprint(value: str) -> bytes:
-    """Decode a base64 SHA-256 fingerprint, padded or not; ``ValueError`` if it is not one."""
+    """Decode a base64 SHA-256 fingerprint, padded or not; ``MalformedValue`` if it is not one."""
     text = value.strip().rstrip("=")
     try:
         digest = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error as error:
-        raise ValueError("not base64") from error
+    except ValueError as error:  # binascii.Error, or a character outside ASCII
+        raise MalformedValue("not base64") from error
     if len(digest) != 32:
-        raise ValueError("not a SHA-256 digest")
+        raise MalformedValue("not a SHA-256 digest")
     return digest
 
 
 def canonical_fingerprint(value: str) -> str:
-    """The one spelling of a base64 SHA-256 fingerprint (standard alphabet, unpadded); ``ValueError`` if
+    """The one spelling of a base64 SHA-256 fingerprint (standard alphabet, unpadded); ``MalformedValue`` if
     it is not 32 bytes. A decoder ignores the last character's two padding bits, so one digest has
     several spellings, and a client id or a policy pin must not depend on which one was sent."""
     return base64.b64encode(decode_fingerprint(value)).decode().rstrip("=")
@@ -140,7 +135,7 @@ def parse_san_header(value: str, *, dns: bool) -> tuple[str, ...]:
     if dns and any("," in san for san in sans):
         raise CommaInDnsName("a DNS SAN containing a comma")
     if any(not san or not _PRINTABLE.match(san) for san in sans):
-        raise ValueError("empty or non-printable SAN")
+        raise MalformedValue("empty or non-printable SAN")
     return sans
 
 
@@ -193,7 +188,7 @@ def _check_validity(certificate: ClientCertificate, now: datetime) -> None:
 def _fingerprint(value: str | None, name: str) -> str:
     try:
         return canonical_fingerprint(value or "")
-    except ValueError:
+    except MalformedValue:
         raise _malformed(name, value, "a base64 SHA-256 fingerprint (32 bytes)") from None
 
 
@@ -202,7 +197,7 @@ def _san_list(value: str | None, name: str, *, dns: bool) -> tuple[str, ...]:
         return parse_san_header(value or "", dns=dns)
     except CommaInDnsName:
         raise _malformed(name, value, _COMMA_IN_DNS_NAME) from None
-    except ValueError:
+    except MalformedValue:
         raise _malformed(name, value, "a comma-separated list of base64-encoded SANs") from None
 
 
@@ -237,8 +232,8 @@ def _decode_text(item: str) -> str:
     try:
         raw = base64.b64decode(item + "=" * (-len(item) % 4), validate=True)
         return raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as error:
-        raise ValueError("not base64 text") from error
+    except ValueError as error:  # binascii.Error, a character outside ASCII, UnicodeDecodeError
+        raise MalformedValue("not base64 text") from error
 
 
 def _malformed(name: str, value: str | None, expected: str) -> OAuthError:

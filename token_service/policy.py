@@ -17,8 +17,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from token_service.config import ConfigurationError
-from token_service.errors import OAuthError, Reason
+from token_service.errors import ConfigurationError, MalformedValue, OAuthError, Reason
 from token_service.mtls import canonical_fingerprint
 from token_service.patterns import matches, problem
 
@@ -404,7 +403,7 @@ def _pin(value: str) -> str:
     unpadded); a value that is no 32-byte digest is kept as written and never matches."""
     try:
         return canonical_fingerprint(value)
-    except ValueError:
+    except MalformedValue:
         return value.rstrip("=")
 
 

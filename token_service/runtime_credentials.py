@@ -17,16 +17,13 @@ from typing import Any, Protocol
 from token_service import metadata
 from token_service.background import BackgroundLoader
 from token_service.config import CLOUD_PLATFORM_SCOPE
-from token_service.upstream import UpstreamClient, UpstreamUnavailable
+from token_service.errors import CredentialsUnavailable, UpstreamUnavailable
+from token_service.upstream import UpstreamClient
 
 # Set by Cloud Functions (2nd gen) and Cloud Run in every instance.
 SERVERLESS_VARIABLE = "K_SERVICE"
 # Refresh this long before expiry, so no signJwt call carries a token about to lapse.
 REFRESH_MARGIN_SECONDS = 300
-
-
-class CredentialsUnavailable(Exception):
-    """No credentials, or Google refused them: a configuration problem, not an outage."""
 
 
 class RuntimeCredentials(Protocol):

@@ -28,7 +28,16 @@ from token_service.client_secret import SecretAuthenticator
 from token_service.compact_json import compact_json
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
 from token_service.discovery import discovery_document
-from token_service.errors import OAuthError, Reason, invalid_client, invalid_grant, invalid_request, server_error
+from token_service.errors import (
+    OAuthError,
+    Reason,
+    SigningError,
+    UpstreamUnavailable,
+    invalid_client,
+    invalid_grant,
+    invalid_request,
+    server_error,
+)
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
@@ -40,10 +49,10 @@ from token_service.responses import (
     error_body,
     success_body,
 )
-from token_service.signers import Signer, SigningError, load_signer
+from token_service.signers import Signer, load_signer
 from token_service.sts import StsClient
 from token_service.token_request import check_headers, parse_token_request
-from token_service.upstream import RetryPolicy, UpstreamClient, UpstreamUnavailable
+from token_service.upstream import RetryPolicy, UpstreamClient
 
 _log = logging.getLogger(__name__)
 # The form parameters of a request that answers from memory (see TokenService.may_wait);

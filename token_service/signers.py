@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service import metadata
 from token_service.compact_json import compact_json, compact_json_text
-from token_service.config import ConfigurationError, GoogleSettings, SignerSettings
-from token_service.iam_credentials import IamCredentialsClient, IamRefused
-from token_service.runtime_credentials import CredentialsUnavailable, RuntimeCredentials, runtime_credentials
+from token_service.config import GoogleSettings, SignerSettings
+from token_service.errors import ConfigurationError, CredentialsUnavailable, IamRefused, MalformedValue, SigningError
+from token_service.iam_credentials import IamCredentialsClient
+from token_service.runtime_credentials import RuntimeCredentials, runtime_credentials
 from token_service.upstream import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
@@ -31,10 +32,6 @@ MIN_RSA_KEY_BITS = 2048
 _PKCS1V15 = padding.PKCS1v15()
 _SHA256 = hashes.SHA256()
 _ECDSA_SHA256 = ec.ECDSA(_SHA256)
-
-
-class SigningError(Exception):
-    """The signer could not produce a token (no claims were issued)."""
 
 
 class Signer(Protocol):
@@ -78,11 +75,11 @@ class LocalKeySigner:
                 key = serialization.load_pem_private_key(pem.read(), password=None,
                                                          unsafe_skip_rsa_key_validation=True)
         except OSError as error:
-            raise ValueError(f"cannot read {path}: {error.strerror}") from None
+            raise MalformedValue(f"cannot read {path}: {error.strerror}") from None
         except (ValueError, TypeError) as error:
-            raise ValueError(f"{path} is not an unencrypted PEM private key ({error})") from None
+            raise MalformedValue(f"{path} is not an unencrypted PEM private key ({error})") from None
         if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
-            raise ValueError(f"{path} holds a {type(key).__name__}; use an RSA or P-256 EC key")
+            raise MalformedValue(f"{path} holds a {type(key).__name__}; use an RSA or P-256 EC key")
         return cls(key, algorithm)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
@@ -159,7 +156,7 @@ def load_signer(
                          runtime_credentials(upstream, environ))
     try:
         return LocalKeySigner.from_pem_file(settings.key_file or "", settings.algorithm)
-    except ValueError as error:
+    except MalformedValue as error:
         raise ConfigurationError([f"SIGNING_KEY_FILE: {error}"]) from None
 
 

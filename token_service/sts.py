@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import urlencode
 
-from token_service.upstream import UpstreamClient, UpstreamResponse, UpstreamUnavailable
+from token_service.errors import StsRefused, UpstreamUnavailable
+from token_service.upstream import UpstreamClient, UpstreamResponse
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -21,18 +22,6 @@ class FederatedToken(NamedTuple):
     access_token: str
     expires_in: int
     scope: str
-
-
-class StsRefused(Exception):
-    """STS answered with an error (e.g. 400 invalid_grant)."""
-
-    def __init__(self, response: UpstreamResponse):
-        error, description = _oauth_error(response)
-        super().__init__(f"{error}: {description}")
-        self.status = response.status
-        self.error = error
-        self.description = description
-        self.body = response.body
 
 
 class StsClient:
@@ -54,7 +43,7 @@ class StsClient:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         if response.status != 200:
-            raise StsRefused(response)
+            raise StsRefused(response.status, *_oauth_error(response), response.body)
         try:
             answer = response.json()
             return FederatedToken(str(answer["access_token"]), int(answer["expires_in"]), scope)

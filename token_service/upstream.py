@@ -25,6 +25,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from token_service.errors import TokenServiceError, UpstreamUnavailable
+
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "token-service-python"
 MAX_RESPONSE_BYTES = 1 << 20  # Google's answers are a few KiB; a larger one is a fault, not a token
@@ -39,16 +41,6 @@ class UpstreamResponse(NamedTuple):
         return json.loads(self.body)
 
 
-class UpstreamUnavailable(Exception):
-    """Google did not answer usefully within the retry budget."""
-
-    def __init__(self, service: str, detail: str, retry_after: int):
-        super().__init__(f"{service} unavailable: {detail}")
-        self.service = service
-        self.detail = detail
-        self.retry_after = retry_after
-
-
 class RetryPolicy(NamedTuple):
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
@@ -58,7 +50,7 @@ class RetryPolicy(NamedTuple):
     max_attempts: int = 0  # 0: as many as the budget allows
 
 
-class _ResponseTooLarge(Exception):
+class _ResponseTooLarge(TokenServiceError):
     pass
 
 
