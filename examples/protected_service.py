@@ -17,9 +17,7 @@ from flask import Flask, jsonify, request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from token_service.jwks_cache import JwksCache
-from token_service.upstream import UpstreamClient
-from workload_toolkit import CLAIMS_KEY, BearerTokenMiddleware, trusted_issuer
+from workload_toolkit import CLAIMS_KEY, BearerTokenMiddleware, IssuerKeys, trusted_issuer
 
 BROKER = os.environ.get("BROKER", "https://127.0.0.1:8443")
 AUDIENCE = "https://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/local-pool/providers/token-service"
@@ -39,7 +37,7 @@ app.wsgi_app = BearerTokenMiddleware(
     issuers=[trusted_issuer("broker", BROKER)],
     audiences=[AUDIENCE],
     allow=lambda claims: claims.get("client", {}).get("x5_spiffe", "").startswith("spiffe://local.test/"),
-    keys=JwksCache(UpstreamClient(ca_certs=CA_FILE)),
+    keys=IssuerKeys(ca_file=CA_FILE),
 )
 
 if __name__ == "__main__":

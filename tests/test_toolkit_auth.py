@@ -13,9 +13,7 @@ import requests
 from werkzeug.test import Client
 
 from devtools.oidc_issuer import LocalIssuer
-from token_service.jwks_cache import JwksCache
-from token_service.upstream import UpstreamClient
-from workload_toolkit import CLAIMS_KEY, BearerAuth, BearerTokenMiddleware, CachedTokens, trusted_issuer
+from workload_toolkit import CLAIMS_KEY, BearerAuth, BearerTokenMiddleware, CachedTokens, IssuerKeys, trusted_issuer
 from workload_toolkit.auth import FileTokenSource, Token
 
 AUDIENCE = "https://ledger.example.com"
@@ -110,7 +108,7 @@ def protected(issuer, allow=None) -> Client:
         return [environ[CLAIMS_KEY]["sub"].encode()]
 
     middleware = BearerTokenMiddleware(app, issuers=[trusted_issuer("cluster", issuer.url)], audiences=[AUDIENCE],
-                                       allow=allow, keys=JwksCache(UpstreamClient(), cooldown_seconds=0))
+                                       allow=allow, keys=IssuerKeys(cooldown_seconds=0))
     return Client(middleware)
 
 

@@ -3,7 +3,7 @@
 Client side: load the workload's certificate (``identity``), get tokens from the
 broker (``BrokerClient``, the ``credential_helper`` command), and send them
 (``BearerAuth`` for ``requests``). Server side: verify them
-(``BearerTokenMiddleware`` for any WSGI app).
+(``BearerTokenMiddleware`` for any WSGI app, with ``IssuerKeys``).
 """
 
 from workload_toolkit.auth import BearerAuth, BrokerTokenSource, CachedTokens, FileTokenSource
@@ -15,7 +15,9 @@ from workload_toolkit.identity import (
     from_pkcs12,
     from_workload_identity_dir,
 )
-from workload_toolkit.middleware import CLAIMS_KEY, BearerTokenMiddleware, trusted_issuer
+from workload_toolkit.issuers import TrustedIssuer, trusted_issuer
+from workload_toolkit.keys import IssuerKeys
+from workload_toolkit.middleware import CLAIMS_KEY, BearerTokenMiddleware
 
 __all__ = [
     "CLAIMS_KEY",
@@ -28,6 +30,8 @@ __all__ = [
     "ClientIdentity",
     "FileTokenSource",
     "IdentityError",
+    "IssuerKeys",
+    "TrustedIssuer",
     "from_files",
     "from_pkcs12",
     "from_workload_identity_dir",

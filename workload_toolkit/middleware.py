@@ -12,7 +12,8 @@ A token is accepted when it is a JWT from one of ``issuers`` (our broker, a
 Kubernetes cluster, Google), signed with RS256/ES256 by a key its discovery
 document publishes, with an ``aud`` in ``audiences`` and ``exp``/``nbf``/``iat``
 within ``leeway`` seconds. Keys are cached with unknown-kid refetch and a
-cooldown. No token: 401 with ``WWW-Authenticate: Bearer``; a bad token: 401
+cooldown (``keys``: an ``IssuerKeys``, e.g. with ``ca_file`` for a broker under a
+private CA). No token: 401 with ``WWW-Authenticate: Bearer``; a bad token: 401
 ``error="invalid_token"``; a good token that ``allow`` refuses: 403.
 """
 
@@ -25,18 +26,12 @@ from typing import Any
 
 import jwt
 
-from token_service.jwks_cache import JwksCache, KeysUnavailable
-from token_service.policy import TrustedIssuer
-from token_service.upstream import RetryPolicy, UpstreamClient
+from workload_toolkit.issuers import TrustedIssuer, trusted_issuer
+from workload_toolkit.keys import SIGNING_ALGORITHMS, IssuerKeys, KeysUnavailable
 
 CLAIMS_KEY = "workload_toolkit.claims"
-ALGORITHMS = ("RS256", "ES256")
 
-
-def trusted_issuer(name: str, issuer: str, jwks_uri: str | None = None) -> TrustedIssuer:
-    """An issuer whose keys come from its discovery document (or from ``jwks_uri``)."""
-    return TrustedIssuer(name=name, issuer=issuer, jwks_uri=jwks_uri, jwks=None, single_use=False,
-                         max_assertion_lifetime=48 * 3600)
+__all__ = ["CLAIMS_KEY", "BearerTokenMiddleware", "InvalidToken", "trusted_issuer"]
 
 
 class BearerTokenMiddleware:
@@ -48,7 +43,7 @@ class BearerTokenMiddleware:
         audiences: Iterable[str],
         allow: Callable[[dict[str, Any]], bool] | None = None,
         leeway: int = 30,
-        keys: JwksCache | None = None,
+        keys: IssuerKeys | None = None,
         realm: str = "workload",
     ):
         self._app = app
@@ -56,7 +51,7 @@ class BearerTokenMiddleware:
         self._audiences = list(audiences)
         self._allow = allow
         self._leeway = leeway
-        self._keys = keys or JwksCache(UpstreamClient(RetryPolicy(read_timeout=5, budget=5)))
+        self._keys = keys or IssuerKeys()
         self._realm = realm
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -87,7 +82,7 @@ class BearerTokenMiddleware:
         if issuer is None:
             raise InvalidToken("the issuer is not trusted")
         algorithm = header.get("alg")
-        if algorithm not in ALGORITHMS:
+        if algorithm not in SIGNING_ALGORITHMS:
             raise InvalidToken("the signing algorithm is not allowed")
         try:
             kid = header.get("kid")

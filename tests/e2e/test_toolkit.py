@@ -16,9 +16,7 @@ import requests
 from werkzeug.test import Client
 
 from devtools.local import PROJECT_NUMBER, WORKLOAD_SERVICE_ACCOUNT
-from token_service.jwks_cache import JwksCache
-from token_service.upstream import UpstreamClient
-from workload_toolkit import BearerTokenMiddleware, trusted_issuer
+from workload_toolkit import BearerTokenMiddleware, IssuerKeys, trusted_issuer
 
 PROVIDER = f"projects/{PROJECT_NUMBER}/locations/global/workloadIdentityPools/local-pool/providers/token-service"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -110,7 +108,7 @@ def test_middleware_verifies_broker_tokens_and_google_id_tokens(stack):
         issuers=[trusted_issuer("broker", stack.url),
                  trusted_issuer("google", "https://accounts.google.com", f"{stack.emulator_url}/oauth2/v3/certs")],
         audiences=[broker_audience, audience],
-        keys=JwksCache(UpstreamClient(ca_certs=str(stack.pki["ca"]))),
+        keys=IssuerKeys(ca_file=str(stack.pki["ca"])),
     )
     client = Client(middleware)
     id_token = json.loads(run_helper(stack, "--format", "oauth").stdout)["id_token"]
