@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from token_service.client_address import client_ip
-from token_service.dispatch import HttpRequest, dispatch, may_wait
+from token_service.dispatch import HttpRequest, HttpResponse, answer_token, route
 from token_service.errors import ConfigurationError
 from token_service.log_pipe import BatchedLines
 from token_service.service import service_from_environment
-from token_service.token_request import MAX_BODY_BYTES
+from token_service.token_request import MAX_BODY_BYTES, may_wait
 
 
 def _start():
@@ -66,11 +66,14 @@ async def handle_request(request: Request) -> Response:
         url=_logged_url(scope, headers),
         remote_ip=client_ip(headers.get("x-forwarded-for", ""), request.client.host if request.client else ""),
     )
-    if may_wait(SERVICE, http_request):
+    routed = route(SERVICE, http_request)
+    if isinstance(routed, HttpResponse):
+        response = routed
+    elif may_wait(routed, SERVICE.signer.signs_in_process):
         loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(WAITING_REQUESTS, dispatch, SERVICE, http_request)
+        response = await loop.run_in_executor(WAITING_REQUESTS, answer_token, SERVICE, routed)
     else:
-        response = dispatch(SERVICE, http_request)
+        response = answer_token(SERVICE, routed)
     return Response(response.body, response.status, headers=dict(response.headers))
 
 

@@ -29,3 +29,17 @@ def verified_headers(**overrides: str) -> dict[str, str]:
     }
     headers.update({name.lower(): value for name, value in overrides.items()})
     return headers
+
+
+def default_names():
+    """The header names the function reads without MTLS_HEADER_* settings."""
+    from token_service.config import mtls_header_names
+
+    return mtls_header_names({})
+
+
+def authenticate(headers, names, now):
+    """The mTLS flow on a request's lower-cased headers, as the edge reads them."""
+    from token_service import mtls
+
+    return mtls.authenticate(mtls.CertificateHeaders.read(headers, names), names, now)

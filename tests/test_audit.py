@@ -1,23 +1,26 @@
 import io
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support import default_names
 from token_service.audit import (
     LABEL_VALUE_LIMIT,
+    AttemptFacts,
     AuditRecord,
     CloudLoggingWriter,
     HttpRequestInfo,
     JsonLineWriter,
     Trace,
     fitted,
-    mtls_header_labels,
-    parse_trace,
     token_attempt,
 )
 from token_service.errors import Reason, invalid_client
+from token_service.mtls import CertificateHeaders
+from token_service.token_request import parse_trace
 
 
 def test_w3c_traceparent():
@@ -45,11 +48,15 @@ def test_malformed_trace_headers_are_ignored(value):
 
 
 def test_header_labels_hold_every_configured_header_present_and_bound_long_values():
-    headers = {"x-a": "1", "x-b": "", "x-c": "v" * 5000, "authorization": "Bearer secret"}
-    labels = mtls_header_labels(headers, ("X-A", "X-B", "X-C", "X-Missing"))
-    assert set(labels) == {"header/x-a", "header/x-b", "header/x-c"}
-    assert labels["header/x-b"] == ""
-    assert len(labels["header/x-c"]) < LABEL_VALUE_LIMIT + 40
+    headers = {"x-client-cert-present": "1", "x-client-cert-hash": "", "x-client-cert-spiffe": "v" * 5000,
+               "authorization": "Bearer secret"}
+    names = default_names()
+    record = token_attempt(AttemptFacts(), header_labels=CertificateHeaders.read(headers, names).labels(names),
+                           error=None, trace=None, http_request=None, latency_seconds=0)
+    labels = {name: value for name, value in record.labels.items() if name.startswith("header/")}
+    assert set(labels) == {"header/x-client-cert-present", "header/x-client-cert-hash", "header/x-client-cert-spiffe"}
+    assert labels["header/x-client-cert-hash"] == ""
+    assert len(labels["header/x-client-cert-spiffe"]) < LABEL_VALUE_LIMIT + 40
 
 
 RECORD = AuditRecord(
@@ -109,13 +116,13 @@ def test_a_line_of_hostile_length_still_fits_one_atomic_pipe_write():
     """Workers share one stdout pipe: a line over PIPE_BUF could interleave with another's."""
     headers = {f"x-client-cert-{index}": "v" * 5000 for index in range(11)}
     record = token_attempt(
-        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
-        error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
-        message="Refused token request: " + "m" * 3000,
+        AttemptFacts(message="Refused token request: " + "m" * 3000, client_labels={"client_id": "c" * 127}),
+        header_labels=headers,
+        error=replace(invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
+                      upstream_response="g" * 2000),
         trace=None,
         http_request=HttpRequestInfo("POST", "https://t.example/token?" + "q" * 9000, "u" * 3000, "203.0.113.9"),
         latency_seconds=0.01,
-        fields={"upstream_response": "g" * 2000},
     )
     stream = io.StringIO()
     JsonLineWriter(stream).write(record)
@@ -138,9 +145,10 @@ def test_escaped_characters_count_as_the_bytes_they_take(character):
     two: the budget is measured encoded."""
     headers = {f"x-client-cert-{index}": character * 5000 for index in range(11)}
     record = token_attempt(
-        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
+        AttemptFacts(message="Refused token request", client_labels={"client_id": "c" * 127}),
+        header_labels=headers,
         error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
-        message="Refused token request", trace=None,
+        trace=None,
         http_request=HttpRequestInfo("POST", "https://t.example/token", character * 3000, "203.0.113.9"),
         latency_seconds=0.01,
     )
@@ -159,9 +167,10 @@ def test_any_header_values_fit_one_atomic_pipe_write(values):
     hostile client puts in the headers, the encoded line stays within PIPE_BUF."""
     headers = {f"x-client-cert-{index}": value for index, value in enumerate(values)}
     record = token_attempt(
-        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 127},
+        AttemptFacts(message="Refused token request", client_labels={"client_id": "c" * 127}),
+        header_labels=headers,
         error=invalid_client("The header is malformed", Reason.MALFORMED_CERTIFICATE_HEADER),
-        message="Refused token request", trace=None,
+        trace=None,
         http_request=HttpRequestInfo("POST", "https://t.example/token", values[0], "203.0.113.9"),
         latency_seconds=0.01,
     )
@@ -176,14 +185,14 @@ def test_every_free_form_field_enlarged_at_once_still_fits_one_atomic_pipe_write
     all at hostile length: the line is still one valid JSON line within PIPE_BUF, each value marked cut."""
     headers = {f"x-client-cert-{index}": "v" * 30000 for index in range(11)}
     record = token_attempt(
-        labels={**mtls_header_labels(headers, tuple(headers)), "client_id": "c" * 30000,
-                "principal": "p" * 30000, "signing_error": "s" * 30000},
-        error=invalid_client("e" * 30000, Reason.MALFORMED_CERTIFICATE_HEADER),
-        message="Refused token request: " + "m" * 30000,
+        AttemptFacts(message="Refused token request: " + "m" * 30000, client_labels={"client_id": "c" * 30000},
+                     exchange={"principal": "p" * 30000}),
+        header_labels=headers,
+        error=replace(invalid_client("e" * 30000, Reason.MALFORMED_CERTIFICATE_HEADER),
+                      audit_labels=(("signing_error", "s" * 30000),), upstream_response="g" * 30000),
         trace=Trace("105445aa7843bc8bf206b12000100000", "0000000000000001", True),
         http_request=HttpRequestInfo("M" * 30000, "https://" + "h" * 30000 + "/token", "u" * 30000, "6" * 30000),
         latency_seconds=0.01,
-        fields={"upstream_response": "g" * 30000},
     )
     for writer_class in (JsonLineWriter, CloudLoggingWriter):
         stream = io.StringIO()

@@ -16,11 +16,11 @@ from token_service.client_secret import (
     FailureLimiter,
     SecretAuthenticator,
     hash_secret,
-    presented_credentials,
     verify_secret,
 )
 from token_service.errors import OAuthError, Reason
 from token_service.policy import parse_policy
+from token_service.token_request import presented_credentials
 
 OLD, NEW = "old-secret-0123456789", "new-secret-9876543210"
 

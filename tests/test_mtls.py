@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.support import FINGERPRINT, b64, verified_headers
+from tests.support import FINGERPRINT, authenticate, b64, verified_headers
 from token_service import mtls
 from token_service.authentication import certificate_client
 from token_service.config import load_settings
@@ -14,13 +14,13 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 def refusal(headers, names) -> OAuthError:
     with pytest.raises(OAuthError) as raised:
-        mtls.authenticate(headers, names, NOW)
+        authenticate(headers, names, NOW)
     assert raised.value.status == 401 and raised.value.error == "invalid_client"
     return raised.value
 
 
 def test_verified_certificate(names):
-    certificate = mtls.authenticate(verified_headers(), names, NOW)
+    certificate = authenticate(verified_headers(), names, NOW)
     assert certificate.client_id == FINGERPRINT
     assert certificate.spiffe_id == "spiffe://example.net/ns/prod/sa/meter"
     assert certificate.dns_sans == ("device-1.example.net",)
@@ -31,7 +31,7 @@ def test_verified_certificate(names):
 
 def test_present_and_verified_are_case_insensitive(names):
     headers = verified_headers(**{"X-Client-Cert-Present": "TRuE", "X-Client-Cert-Chain-Verified": "True"})
-    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+    assert authenticate(headers, names, NOW).client_id == FINGERPRINT
 
 
 def test_missing_present_header_names_the_header_and_the_likely_cause(names):
@@ -71,7 +71,7 @@ def test_error_header_refuses_even_a_verified_chain(names):
 
 
 def test_fingerprint_is_compared_padding_insensitively(names):
-    padded = mtls.authenticate(verified_headers(**{"X-Client-Cert-Hash": FINGERPRINT + "="}), names, NOW)
+    padded = authenticate(verified_headers(**{"X-Client-Cert-Hash": FINGERPRINT + "="}), names, NOW)
     assert padded.client_id == FINGERPRINT
     assert padded.sha256_fingerprint == FINGERPRINT
 
@@ -91,14 +91,14 @@ def test_a_non_canonical_spelling_of_the_same_digest_names_the_same_client(names
     for variant in (FINGERPRINT[:-1] + alphabet[last | 1], FINGERPRINT[:-1] + alphabet[last | 3] + "="):
         assert variant.rstrip("=") != FINGERPRINT and mtls.decode_fingerprint(variant) == mtls.decode_fingerprint(
             FINGERPRINT)
-        certificate = mtls.authenticate(verified_headers(**{"X-Client-Cert-Hash": variant}), names, NOW)
+        certificate = authenticate(verified_headers(**{"X-Client-Cert-Hash": variant}), names, NOW)
         assert certificate.client_id == certificate.sha256_fingerprint == FINGERPRINT
         pinned = parse_policy({"rules": [{"name": "pinned", "certificate": {"sha256": FINGERPRINT}}]})
         assert pinned.decide(certificate_client(certificate).facts, (), None, None).rule == "pinned"
 
 
 def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):
-    certificate = mtls.authenticate(verified_headers(), names, NOW)
+    certificate = authenticate(verified_headers(), names, NOW)
     assert mtls.decode_fingerprint(certificate.sha256_fingerprint) == mtls.decode_fingerprint(
         certificate.x5t_s256.replace("-", "+").replace("_", "/")
     )
@@ -120,7 +120,7 @@ def test_san_headers_are_one_base64_encoding_per_san_separated_by_commas():
 )
 def test_a_comma_inside_a_decoded_uri_san_is_data_not_a_separator(names, header, sans):
     assert mtls.parse_san_header(header, dns=False) == sans
-    certificate = mtls.authenticate(verified_headers(**{"X-Client-Cert-URI-SANs": header}), names, NOW)
+    certificate = authenticate(verified_headers(**{"X-Client-Cert-URI-SANs": header}), names, NOW)
     assert certificate.uri_sans == sans
 
 
@@ -145,7 +145,7 @@ def test_malformed_san_headers(names, header):
 
 def test_empty_san_headers_mean_no_sans(names):
     headers = verified_headers(**{"X-Client-Cert-DNSName-SANs": "", "X-Client-Cert-URI-SANs": ""})
-    certificate = mtls.authenticate(headers, names, NOW)
+    certificate = authenticate(headers, names, NOW)
     assert certificate.dns_sans == () and certificate.uri_sans == ()
 
 
@@ -162,11 +162,11 @@ def test_expired_certificate_is_refused_even_if_the_header_says_verified(names):
 def test_the_same_headers_are_checked_against_the_time_of_each_request(names):
     """Parsed header values are remembered per certificate; the validity check never is."""
     headers = verified_headers(**{"X-Client-Cert-Valid-Not-After": "2026-06-01T12:00:00+00:00"})
-    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+    assert authenticate(headers, names, NOW).client_id == FINGERPRINT
     with pytest.raises(OAuthError) as raised:
-        mtls.authenticate(headers, names, datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
+        authenticate(headers, names, datetime(2026, 6, 1, 12, 0, tzinfo=UTC))
     assert raised.value.reason is Reason.CERTIFICATE_EXPIRED
-    assert mtls.authenticate(headers, names, NOW).client_id == FINGERPRINT
+    assert authenticate(headers, names, NOW).client_id == FINGERPRINT
 
 
 def test_a_malformed_header_is_refused_every_time(names):
@@ -194,14 +194,14 @@ def test_serial_with_control_characters_is_refused(names):
 def test_client_id_from_spiffe_header(environ):
     environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-SPIFFE"
     names = load_settings(environ).mtls_headers
-    assert mtls.authenticate(verified_headers(), names, NOW).client_id == "spiffe://example.net/ns/prod/sa/meter"
+    assert authenticate(verified_headers(), names, NOW).client_id == "spiffe://example.net/ns/prod/sa/meter"
 
 
 def test_client_id_from_a_san_header_is_the_decoded_first_san(environ):
     environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-DNSName-SANs"
     names = load_settings(environ).mtls_headers
     headers = verified_headers(**{"X-Client-Cert-DNSName-SANs": b64("a.example") + "," + b64("b.example")})
-    assert mtls.authenticate(headers, names, NOW).client_id == "a.example"
+    assert authenticate(headers, names, NOW).client_id == "a.example"
 
 
 def test_empty_client_id_header(environ):
@@ -216,7 +216,7 @@ def test_client_id_over_127_bytes_is_refused_before_google_would(environ):
     environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-SPIFFE"
     names = load_settings(environ).mtls_headers
     fits = "spiffe://example.net/" + "a" * (127 - len("spiffe://example.net/"))
-    assert mtls.authenticate(verified_headers(**{"X-Client-Cert-SPIFFE": fits}), names, NOW).client_id == fits
+    assert authenticate(verified_headers(**{"X-Client-Cert-SPIFFE": fits}), names, NOW).client_id == fits
     error = refusal(verified_headers(**{"X-Client-Cert-SPIFFE": fits + "b"}), names)
     assert error.reason is Reason.CLIENT_ID_TOO_LONG
     assert "128 bytes" in error.description and "127" in error.description
@@ -237,7 +237,7 @@ def test_a_certificate_subject_merely_containing_a_reserved_word_is_its_own(envi
     environ["MTLS_HEADER_CLIENT_ID"] = "X-Client-Cert-URI-SANs"
     names = load_settings(environ).mtls_headers
     headers = verified_headers(**{"X-Client-Cert-URI-SANs": b64("urn:secret:ci-client")})
-    assert mtls.authenticate(headers, names, NOW).client_id == "urn:secret:ci-client"
+    assert authenticate(headers, names, NOW).client_id == "urn:secret:ci-client"
 
 
 def test_descriptions_do_not_echo_unbounded_or_unprintable_values(names):

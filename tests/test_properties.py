@@ -10,13 +10,12 @@ import string
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support import FINGERPRINT, b64, verified_headers
+from tests.support import FINGERPRINT, authenticate, b64, verified_headers
 from token_service import mtls
-from token_service.audit import parse_trace
 from token_service.dispatch import HttpRequest, dispatch
 from token_service.errors import MalformedValue, OAuthError, Reason
 from token_service.exchange import parse_exchange_request
-from token_service.token_request import parse_token_request
+from token_service.token_request import parse_token_request, parse_trace
 
 HEADER_NAMES = list(verified_headers())
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
@@ -59,7 +58,7 @@ def test_mtls_flow_answers_any_headers_with_a_certificate_or_invalid_client(over
     from datetime import UTC, datetime
 
     try:
-        certificate = mtls.authenticate(headers, names, datetime(2026, 6, 1, tzinfo=UTC))
+        certificate = authenticate(headers, names, datetime(2026, 6, 1, tzinfo=UTC))
     except OAuthError as error:
         assert (error.status, error.error) == (401, "invalid_client")
         assert error.description.isprintable() and len(error.description) < 500

@@ -80,9 +80,10 @@ def _client(settings: Settings, policy: Policy, now: float, certificate_pem: byt
     if certificate_pem is not None:
         names = {attribute: getattr(settings.mtls_headers, attribute) for attribute in MTLS_HEADER_DEFAULTS}
         headers = certificate_headers(x509.load_pem_x509_certificate(certificate_pem), "", names)
-        lowered = {name.lower(): value for name, value in headers.items()}
+        reported = mtls.CertificateHeaders.read({name.lower(): value for name, value in headers.items()},
+                                                settings.mtls_headers)
         return authentication.certificate_client(
-            mtls.authenticate(lowered, settings.mtls_headers, datetime.fromtimestamp(now, tz=UTC)))
+            mtls.authenticate(reported, settings.mtls_headers, datetime.fromtimestamp(now, tz=UTC)))
     if assertion is not None:
         try:
             claims = jwt.decode(assertion, options={"verify_signature": False})

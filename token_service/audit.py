@@ -34,9 +34,6 @@ HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 # What JSON escapes (ensure_ascii also escapes every non-ASCII character).
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
-_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_LARGEST_SPAN = 2**64 - 1
-_CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 
 
 class Trace(NamedTuple):
@@ -67,64 +64,68 @@ class AuditWriter(Protocol):
     def write(self, record: AuditRecord) -> None: ...
 
 
-def parse_trace(headers: Mapping[str, str]) -> Trace | None:
-    """Trace context from W3C ``traceparent``, else ``X-Cloud-Trace-Context``."""
-    match = _TRACEPARENT.match(headers.get("traceparent", "").strip())
-    if match:
-        return Trace(match.group(1), match.group(2), int(match.group(3), 16) & 1 == 1)
-    match = _CLOUD_TRACE.match(headers.get("x-cloud-trace-context", "").strip())
-    if match:
-        span = _span_id(match.group(2))
-        return Trace(match.group(1).lower(), span, match.group(3) == "1")
-    return None
+def mtls_header_labels(headers: Mapping[str, str]) -> dict[str, str]:
+    """``header/<name>`` labels for the mTLS headers (lower-cased name -> value) the request carried."""
+    return {f"{HEADER_LABEL_PREFIX}{name}": bounded(value) for name, value in headers.items()}
 
 
-def _span_id(decimal: str | None) -> str | None:
-    """X-Cloud-Trace-Context's decimal span as the LogEntry's 16 hex digits; 20 decimal digits reach
-    past 2^64, which has no such form and would make a 17-digit spanId: such a span is dropped."""
-    if not decimal or int(decimal) > _LARGEST_SPAN:
-        return None
-    return f"{int(decimal):016x}"
+class AttemptFacts(NamedTuple):
+    """What one token attempt established, step by step: each step makes a new copy with its facts."""
 
-
-def mtls_header_labels(headers: Mapping[str, str], names: tuple[str, ...]) -> dict[str, str]:
-    """``header/<name>`` labels for every configured mTLS header the request carried."""
-    labels = {}
-    for name in names:
-        value = headers.get(name.lower())
-        if value is not None:
-            labels[f"{HEADER_LABEL_PREFIX}{name.lower()}"] = bounded(value)
-    return labels
+    message: str = ""
+    grant_type: str | None = None
+    response_format: str | None = None
+    flow: str | None = None
+    client_labels: Mapping[str, str] = MappingProxyType({})  # the flow's: client id and what proved it
+    policy_rule: str | None = None
+    jti: str | None = None
+    exchange: Mapping[str, str] = MappingProxyType({})  # which Google exchange, for whom
+    upstream_seconds: float | None = None
 
 
 def token_attempt(
+    facts: AttemptFacts,
     *,
-    labels: dict[str, str],
+    header_labels: Mapping[str, str],
     error: OAuthError | None,
-    message: str,
     trace: Trace | None,
     http_request: HttpRequestInfo | None,
     latency_seconds: float,
-    fields: dict[str, Any] | None = None,
     event: str = "token",
 ) -> AuditRecord:
     """The audit record of one /token attempt, issued or refused (``event="request"``: a request to
-    another path, refused before it reached its endpoint)."""
+    another path, refused before it reached its endpoint). ``header_labels``: the mTLS headers the
+    request carried (lower-cased name -> value). Every label the line can have is named here."""
     if error is None:
         severity, status, outcome = "INFO", 200, {"outcome": "issued"}
     else:
         severity = "ERROR" if error.status >= 500 else "WARNING"
         status = error.status
         outcome = {"outcome": "refused", "reason": error.reason.value, "error": error.error}
+    steps = {"grant_type": facts.grant_type, "format": facts.response_format, "flow": facts.flow}
+    labels = {
+        "event": event, **outcome, "status": str(status), **mtls_header_labels(header_labels),
+        **{name: value for name, value in steps.items() if value is not None},
+        **facts.client_labels,
+        **({"policy_rule": facts.policy_rule} if facts.policy_rule is not None else {}),
+        **({"jti": facts.jti} if facts.jti else {}),
+        **facts.exchange,
+        **dict(error.audit_labels if error is not None else ()),
+    }
+    fields: dict[str, Any] = {}
+    if facts.upstream_seconds is not None:
+        fields["upstream_seconds"] = facts.upstream_seconds
+    if error is not None and error.upstream_response:
+        fields["upstream_response"] = error.upstream_response
     return fitted(AuditRecord(
         severity=severity,
-        message=message,
-        labels={"event": event, **outcome, "status": str(status), **labels},
+        message=facts.message,
+        labels=labels,
         trace=trace,
         http_request=http_request,
         status=status,
         latency_seconds=latency_seconds,
-        fields=fields or {},
+        fields=fields,
     ))
 
 

@@ -9,18 +9,18 @@ the claims that record the proof, and how long the proof stays valid.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from token_service import mtls
 from token_service.claims import assertion_proof, certificate_proof, secret_proof
-from token_service.client_secret import SecretAuthenticator, presented_credentials
+from token_service.client_secret import ClientCredentials, SecretAuthenticator
 from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, MtlsHeaderNames
 from token_service.discovery import FLOW_METADATA
 from token_service.errors import OAuthError, Reason, invalid_client, invalid_request, unsupported_grant_type
 from token_service.policy import ClientFacts
 from token_service.subjects import secret_subject
+from token_service.token_request import TokenRequest
 
 if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
     from token_service.jwt_bearer import AssertionVerifier, VerifiedAssertion
@@ -76,7 +76,8 @@ class Authenticator:
         self._assertions = assertions
         self._secrets = secrets
 
-    def flow_for(self, grant_type: str, headers: Mapping[str, str], parameters: Mapping[str, str]) -> str:
+    def flow_for(self, request: TokenRequest) -> str:
+        grant_type = request.grant_type
         if not grant_type:
             raise invalid_request("The grant_type parameter is required (e.g. grant_type=client_credentials)")
         candidates = [flow for flow in sorted(self._flows) if FLOW_METADATA[flow][0] == grant_type]
@@ -89,7 +90,7 @@ class Authenticator:
             )
         if grant_type != "client_credentials":
             return candidates[0]
-        with_secret = presented_credentials(headers, parameters) is not None
+        with_secret = _credentials(request) is not None
         wanted = CLIENT_SECRET_FLOW if with_secret else XLB_MTLS_FLOW
         if wanted not in candidates:
             raise invalid_client(
@@ -99,15 +100,13 @@ class Authenticator:
             )
         return wanted
 
-    def authenticate(
-        self, flow: str, headers: Mapping[str, str], parameters: Mapping[str, str], now: datetime, source: str = ""
-    ) -> AuthenticatedClient:
-        """``source``: the caller's address (``client_address.client_ip``), for the secret failure limit."""
+    def authenticate(self, flow: str, request: TokenRequest, now: datetime) -> AuthenticatedClient:
         if flow == XLB_MTLS_FLOW:
-            return self._certificate(headers, now)
+            return certificate_client(mtls.authenticate(request.certificate, self._names, now))
         if flow == JWT_BEARER_FLOW:
-            return self._assertion(parameters)
-        return self._secret(headers, parameters, source)
+            assert self._assertions is not None
+            return assertion_client(self._assertions.verify(request.parameters.get("assertion", "")))
+        return self._secret(request)
 
     def record_use(self, client: AuthenticatedClient) -> None:
         """Spend the client's single-use assertion: call once the policy granted the request, so a denied
@@ -115,16 +114,17 @@ class Authenticator:
         if client.assertion is not None and self._assertions is not None:
             self._assertions.record_use(client.assertion)
 
-    def _certificate(self, headers: Mapping[str, str], now: datetime) -> AuthenticatedClient:
-        return certificate_client(mtls.authenticate(headers, self._names, now))
-
-    def _assertion(self, parameters: Mapping[str, str]) -> AuthenticatedClient:
-        assert self._assertions is not None
-        return assertion_client(self._assertions.verify(parameters.get("assertion", "")))
-
-    def _secret(self, headers: Mapping[str, str], parameters: Mapping[str, str], source: str) -> AuthenticatedClient:
+    def _secret(self, request: TokenRequest) -> AuthenticatedClient:
         assert self._secrets is not None
-        credentials = presented_credentials(headers, parameters)
+        credentials = _credentials(request)
         if credentials is None:  # flow_for only picks this flow when a secret was presented
             raise OAuthError(401, "invalid_client", "A client secret is required", Reason.INVALID_CLIENT_SECRET)
-        return secret_client(self._secrets.authenticate(credentials, source), credentials.method)
+        # The failure limit keys on the address the load balancer saw (client_address.client_ip).
+        return secret_client(self._secrets.authenticate(credentials, request.http.remote_ip), credentials.method)
+
+
+def _credentials(request: TokenRequest) -> ClientCredentials | None:
+    """The presented client secret; a malformed presentation is refused here, once a flow is chosen."""
+    if isinstance(request.credentials, OAuthError):
+        raise request.credentials
+    return request.credentials

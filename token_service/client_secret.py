@@ -18,11 +18,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import NamedTuple
-from urllib.parse import unquote_plus
 
-from token_service.errors import OAuthError, Reason, invalid_request
+from token_service.errors import OAuthError, Reason
 from token_service.policy import MAX_SECRET_HASHES, Policy
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
@@ -54,26 +53,6 @@ class ClientCredentials(NamedTuple):
     client_id: str
     secret: str
     method: str  # client_secret_basic | client_secret_post
-
-
-def presented_credentials(headers: Mapping[str, str], parameters: Mapping[str, str]) -> ClientCredentials | None:
-    """The client id and secret, if the request carries them (in exactly one place)."""
-    authorization = headers.get("authorization", "")
-    in_header = authorization[:6].lower() == "basic "
-    in_body = "client_secret" in parameters
-    if in_header and in_body:
-        raise invalid_request("Send the client secret in the Authorization header or the body, not both")
-    if in_body:
-        return ClientCredentials(parameters.get("client_id", ""), parameters["client_secret"], "client_secret_post")
-    if not in_header:
-        return None
-    try:
-        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-        client_id, secret = decoded.split(":", 1)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise _invalid("The Basic Authorization header is malformed", basic=True) from None
-    # RFC 6749 2.3.1: both parts are form-urlencoded before the Basic encoding.
-    return ClientCredentials(unquote_plus(client_id), unquote_plus(secret), "client_secret_basic")
 
 
 class FailureLimiter:
@@ -125,7 +104,7 @@ class SecretAuthenticator:
         claimed = claimed_client_id_label(client_id)
         labels = (("claimed_client_id", claimed),)
         if not client_id:
-            raise _invalid("The client_id is required with a client secret", basic, labels)
+            raise invalid_client_secret("The client_id is required with a client secret", basic, labels)
         key = (client_id, source)
         wait = self._limiter.retry_after(key)
         if wait:
@@ -140,7 +119,7 @@ class SecretAuthenticator:
         matched = [verify_secret(credentials.secret, encoded) for encoded in padded][:len(hashes)]
         if not any(matched):
             self._limiter.failed(key)
-            raise _invalid("The client id or secret is wrong", basic, labels)
+            raise invalid_client_secret("The client id or secret is wrong", basic, labels)
         return client_id
 
 
@@ -152,7 +131,8 @@ def claimed_client_id_label(client_id: str) -> str:
     return cut if len(client_id) <= CLAIMED_CLIENT_ID_LIMIT else f"{cut}...[{len(client_id)} chars]"
 
 
-def _invalid(description: str, basic: bool, labels: tuple[tuple[str, str], ...] = ()) -> OAuthError:
+def invalid_client_secret(description: str, basic: bool = False,
+                          labels: tuple[tuple[str, str], ...] = ()) -> OAuthError:
     # RFC 6749 5.2: a client that tried the Authorization header gets a challenge.
     headers = (("WWW-Authenticate", 'Basic realm="token-service"'),) if basic else ()
     return OAuthError(401, "invalid_client", description, Reason.INVALID_CLIENT_SECRET, headers=headers,

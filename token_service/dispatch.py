@@ -14,7 +14,9 @@ from token_service.audit import HttpRequestInfo
 from token_service.compact_json import compact_json
 from token_service.discovery import DISCOVERY_PATH
 from token_service.proxy_secret import not_through_load_balancer
-from token_service.service import TokenService
+from token_service.service import TokenResult, TokenService
+from token_service.token_request import TokenRequest, read_token_request
+from token_service.token_request import may_wait as token_may_wait
 
 JSON = "application/json"
 JWKS_PATHS = ("/jwks", "/.well-known/jwks.json")
@@ -38,6 +40,12 @@ class HttpResponse(NamedTuple):
 
 
 def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
+    routed = route(service, request)
+    return routed if isinstance(routed, HttpResponse) else answer_token(service, routed)
+
+
+def route(service: TokenService, request: HttpRequest) -> HttpResponse | TokenRequest:
+    """The answer, when it is known from memory, or the parsed token request to answer."""
     # Before anything else, on every path: a caller that bypassed the load balancer controls every
     # header, and none of them means anything until the load balancer's secret says it sent them.
     check = service.proxy_secret
@@ -54,13 +62,8 @@ def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
             405, "invalid_request", f"{path} accepts {', '.join(allowed)}", (("Allow", ", ".join(allowed)),)
         )
     if path == "/token":
-        result = service.token(
-            body=request.body,
-            content_type=request.headers.get("content-type"),
-            headers=request.headers,
-            http_request=_request_info(request, method),
-        )
-        return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
+        return read_token_request(request.headers, request.body, service.settings.mtls_headers,
+                                  _request_info(request, method))
     if path == "/":
         return HttpResponse(307, (("Location", service.settings.issuer + DISCOVERY_PATH),), b"")
     document = service.discovery_json if path == DISCOVERY_PATH else service.jwks_json
@@ -68,22 +71,35 @@ def dispatch(service: TokenService, request: HttpRequest) -> HttpResponse:
     return HttpResponse(200, (("Content-Type", JSON), PUBLIC_CACHE), b"" if method == "HEAD" else document)
 
 
+def answer_token(service: TokenService, request: TokenRequest) -> HttpResponse:
+    outcome = service.token(request)
+    service.audit.write(outcome.audit)
+    return _json_response(outcome.result)
+
+
 def may_wait(service: TokenService, request: HttpRequest) -> bool:
     """Whether answering may wait on the network or on slow hashing (the edge gives such
-    requests a thread); everything else answers from memory."""
+    requests a thread); everything else answers from memory. Routes ``request`` to decide: the edge
+    that uses this answer calls ``route`` once and ``token_request.may_wait`` itself."""
     if request.path != "/token" or request.method.upper() != "POST":
         return False
     if not service.proxy_secret.admits(request.headers):
         return False  # refused from memory: a flood that bypasses the load balancer never takes a thread
-    return service.may_wait(request.body, request.headers)
+    routed = route(service, request)
+    return isinstance(routed, TokenRequest) and token_may_wait(routed, service.signer.signs_in_process)
 
 
 def _not_through_load_balancer(service: TokenService, request: HttpRequest) -> HttpResponse:
     method = request.method.upper()
-    result = service.refused_at_edge(
+    outcome = service.refused_at_edge(
         not_through_load_balancer(), token_endpoint=request.path == "/token" and method == "POST",
         headers=request.headers, http_request=_request_info(request, method),
     )
+    service.audit.write(outcome.audit)
+    return _json_response(outcome.result)
+
+
+def _json_response(result: TokenResult) -> HttpResponse:
     return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
 
 

@@ -42,16 +42,36 @@ class ClientCertificate(NamedTuple):
         return base64.urlsafe_b64encode(decode_fingerprint(self.sha256_fingerprint)).decode().rstrip("=")
 
 
-def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: datetime) -> ClientCertificate:
+class CertificateHeaders(NamedTuple):
+    """What the load balancer's mTLS headers held in one request (None: the header was absent)."""
+
+    present: str | None = None
+    chain_verified: str | None = None
+    error: str | None = None
+    sha256_fingerprint: str | None = None
+    serial_number: str | None = None
+    spiffe_id: str | None = None
+    uri_sans: str | None = None
+    dnsname_sans: str | None = None
+    valid_not_before: str | None = None
+    valid_not_after: str | None = None
+
+    @classmethod
+    def read(cls, headers: Mapping[str, str], names: MtlsHeaderNames) -> CertificateHeaders:
+        """The values from ``headers`` (lower-cased names) under the configured ``names``."""
+        return cls(*(headers.get(getattr(names, attribute).lower()) for attribute in cls._fields))
+
+    def labels(self, names: MtlsHeaderNames) -> dict[str, str]:
+        """Header name (lower-cased) -> value, for each header the request carried."""
+        return {getattr(names, attribute).lower(): value for attribute, value in zip(self._fields, self, strict=True)
+                if value is not None}
+
+
+def authenticate(reported: CertificateHeaders, names: MtlsHeaderNames, now: datetime) -> ClientCertificate:
     """Return the verified client certificate or raise ``OAuthError`` (401 invalid_client).
 
-    ``headers`` maps lower-cased header names to values.
-    """
-
-    def header(name: str) -> str | None:
-        return headers.get(name.lower())
-
-    present = header(names.present)
+    ``names`` name the headers in the refusals' descriptions."""
+    present = reported.present
     if present is None:
         raise invalid_client(
             f"The request carries no {names.present} header: it did not come through the mTLS "
@@ -63,8 +83,8 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
             f"A client certificate is required ({names.present}: {_shown(present)})",
             Reason.NO_CLIENT_CERTIFICATE,
         )
-    error = (header(names.error) or "").strip()
-    verified = (header(names.chain_verified) or "").strip()
+    error = (reported.error or "").strip()
+    verified = (reported.chain_verified or "").strip()
     if verified.lower() != "true":
         detail = f"; load balancer error: {_shown(error)}" if error else ""
         raise invalid_client(
@@ -78,9 +98,9 @@ def authenticate(headers: Mapping[str, str], names: MtlsHeaderNames, now: dateti
             Reason.CERTIFICATE_ERROR,
         )
 
-    reported = (names.sha256_fingerprint, names.serial_number, names.spiffe_id, names.dnsname_sans,
-                names.uri_sans, names.valid_not_before, names.valid_not_after)
-    certificate = _reported_certificate(tuple(header(name) for name in reported), names)
+    certificate = _reported_certificate((reported.sha256_fingerprint, reported.serial_number, reported.spiffe_id,
+                                         reported.dnsname_sans, reported.uri_sans, reported.valid_not_before,
+                                         reported.valid_not_after), names)
     _check_validity(certificate, now)
     return _with_client_id(certificate, names)
 

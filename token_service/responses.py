@@ -23,6 +23,7 @@ class IssuedTokens(NamedTuple):
     id_token: str
     id_token_expires_at: int
     exchanged: ExchangedToken | None = None
+    jti: str = ""  # the ID token's, for the audit line
 
 
 def success_body(tokens: IssuedTokens, response_format: str) -> dict[str, Any]:

@@ -11,17 +11,11 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
-from token_service.audit import (
-    AuditWriter,
-    HttpRequestInfo,
-    audit_writer,
-    mtls_header_labels,
-    parse_trace,
-    token_attempt,
-)
+from token_service.audit import AttemptFacts, AuditRecord, AuditWriter, HttpRequestInfo, audit_writer, token_attempt
 from token_service.authentication import AuthenticatedClient, Authenticator
 from token_service.claims import IdTokenClaims, id_token_claims
 from token_service.client_secret import SecretAuthenticator
@@ -40,6 +34,7 @@ from token_service.errors import (
 )
 from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
 from token_service.iam_credentials import IamCredentialsClient
+from token_service.mtls import CertificateHeaders
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
 from token_service.proxy_secret import ProxySecretCheck
 from token_service.responses import (
@@ -51,13 +46,10 @@ from token_service.responses import (
 )
 from token_service.signers import Signer, load_signer
 from token_service.sts import StsClient
-from token_service.token_request import check_headers, parse_token_request
+from token_service.token_request import TokenRequest, parse_trace
 from token_service.upstream import RetryPolicy, UpstreamClient
 
 _log = logging.getLogger(__name__)
-# The form parameters of a request that answers from memory (see TokenService.may_wait);
-# RFC 8705 lets a certificate client send its client_id.
-IN_MEMORY_PARAMETERS = frozenset({b"grant_type", b"client_id", b"format"})
 # RFC 6749 5.1: token responses must not be cached.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
@@ -66,6 +58,11 @@ class TokenResult(NamedTuple):
     status: int
     body: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = NO_STORE
+
+
+class TokenOutcome(NamedTuple):
+    result: TokenResult
+    audit: AuditRecord  # the attempt's one line, for the edge to write
 
 
 class TokenService:
@@ -81,12 +78,12 @@ class TokenService:
     ):
         self.settings = settings
         self.signer = signer
-        self._audit = audit
+        self.audit = audit  # the edge writes each outcome's record
         self._exchange = exchange
         self._clock = clock
         self._policy = policy
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
-        self._header_names = settings.mtls_headers.certificate_headers()
+        self._names = settings.mtls_headers
         self.proxy_secret = ProxySecretCheck(settings.proxy_secret)
         self.discovery_json = compact_json(
             discovery_document(
@@ -99,104 +96,70 @@ class TokenService:
         jwks = signer.public_jwks()
         self.jwks_json = compact_json(jwks) if jwks is not None else None
 
-    def token(
-        self,
-        *,
-        body: bytes,
-        content_type: str | None,
-        headers: Mapping[str, str],
-        http_request: HttpRequestInfo | None = None,
-    ) -> TokenResult:
-        """Answer one POST /token. ``headers`` maps lower-cased names to values."""
+    def token(self, request: TokenRequest) -> TokenOutcome:
+        """Answer one POST /token; the outcome holds the response and the attempt's audit record."""
         started = time.monotonic()
-        labels = mtls_header_labels(headers, self._header_names)
-        response_format = OAUTH_FORMAT
-        error: OAuthError | None = None
-        fields: dict[str, Any] = {}
+        facts = AttemptFacts()
+        error = request.refusal
+        issued: IssuedTokens | None = None
         try:
-            check_headers(headers)
-            request = parse_token_request(body, content_type)
-            response_format = request.response_format
-            labels.update(grant_type=request.grant_type[:64], format=response_format)
-            flow = self._authenticator.flow_for(request.grant_type, headers, request.parameters)
-            labels["flow"] = flow
-            wanted = self._exchange_request(request.parameters, response_format)
-            now = self._clock()
-            source = http_request.remote_ip if http_request else ""
-            client = self._authenticator.authenticate(flow, headers, request.parameters, _utc(now), source)
-            labels.update(client.labels)
-            grant = self._grant(client, wanted, labels)
-            self._authenticator.record_use(client)
-            issued = self._issue(client, grant, now, labels)
-            message = f"Issued ID token for client '{client.client_id}'"
-            if wanted.wanted:
-                exchange_started = time.monotonic()
-                try:
-                    issued = self._exchange_for(wanted, issued, labels)
-                finally:  # the log-based metric of upstream latency reads this
-                    fields["upstream_seconds"] = round(time.monotonic() - exchange_started, 6)
-                message += f" and {issued.exchanged.summary}"
-            result = TokenResult(200, success_body(issued, response_format))
+            if error is None:
+                facts = facts._replace(grant_type=request.grant_type[:64], response_format=request.response_format)
+                flow = self._authenticator.flow_for(request)
+                facts = facts._replace(flow=flow)
+                wanted = self._exchange_request(request.parameters, request.response_format)
+                now = self._clock()
+                client = self._authenticator.authenticate(flow, request, _utc(now))
+                facts = facts._replace(client_labels=client.labels)
+                grant = self._grant(client, wanted)
+                facts = facts._replace(policy_rule=grant.rule if self._policy is not None else None)
+                self._authenticator.record_use(client)
+                issued = self._issue(client, grant, now)
+                facts = facts._replace(jti=issued.jti, message=f"Issued ID token for client '{client.client_id}'")
+                if wanted.wanted:
+                    exchange_started = time.monotonic()
+                    try:
+                        assert self._exchange is not None  # _exchange_request refuses an exchange without one
+                        exchanged = self._exchange.exchange(wanted, issued.id_token, client.client_id)
+                    finally:  # the log-based metric of upstream latency reads this
+                        facts = facts._replace(upstream_seconds=round(time.monotonic() - exchange_started, 6))
+                    issued = issued._replace(exchanged=exchanged)
+                    facts = facts._replace(exchange=exchanged.audit,
+                                           message=f"{facts.message} and {exchanged.summary}")
         except OAuthError as refusal:
             error = refusal
-            labels.update(refusal.audit_labels)
-            if refusal.upstream_response:
-                fields["upstream_response"] = refusal.upstream_response
         except Exception:
             # Unexpected: the client learns nothing internal, the log gets the traceback.
             _log.exception("token request failed unexpectedly")
             error = server_error("The token service failed unexpectedly; see its logs")
-        if error is not None:
-            message = f"Refused token request: {error.description}"
-            result = TokenResult(
-                error.status, error_body(error, response_format), NO_STORE + error.headers
-            )
-        self._audit.write(
-            token_attempt(
-                labels=labels,
-                error=error,
-                message=message,
-                trace=parse_trace(headers),
-                http_request=http_request,
-                latency_seconds=time.monotonic() - started,
-                fields=fields,
-            )
-        )
-        return result
+        response_format = facts.response_format or OAUTH_FORMAT
+        if error is not None or issued is None:
+            error = error or server_error("The token service failed unexpectedly; see its logs")
+            result = TokenResult(error.status, error_body(error, response_format), NO_STORE + error.headers)
+            facts = facts._replace(message=f"Refused token request: {error.description}")
+        else:
+            result = TokenResult(200, success_body(issued, response_format))
+        record = token_attempt(facts, header_labels=request.certificate.labels(self._names), error=error,
+                               trace=request.trace, http_request=request.http,
+                               latency_seconds=time.monotonic() - started)
+        return TokenOutcome(result, record)
 
-    def refused_at_edge(
-        self, error: OAuthError, *, token_endpoint: bool, headers: Mapping[str, str],
-        http_request: HttpRequestInfo | None,
-    ) -> TokenResult:
-        """Answer and audit a request refused before it reached its endpoint (any path).
+    def refused_at_edge(self, error: OAuthError, *, token_endpoint: bool, headers: Mapping[str, str],
+                        http_request: HttpRequestInfo) -> TokenOutcome:
+        """The answer and audit record of a request refused before it reached its endpoint (any path).
 
         ``headers`` must no longer hold the proxy secret: the line records the mTLS headers, which
         show what a caller that bypassed the load balancer tried to forge."""
         what = "token request" if token_endpoint else "request"
-        self._audit.write(
-            token_attempt(
-                labels=mtls_header_labels(headers, self._header_names),
-                error=error,
-                message=f"Refused {what}: {error.description}",
-                trace=parse_trace(headers),
-                http_request=http_request,
-                latency_seconds=0.0,  # refused before any work that takes time
-                event="token" if token_endpoint else "request",
-            )
+        record = token_attempt(
+            AttemptFacts(message=f"Refused {what}: {error.description}"),
+            header_labels=CertificateHeaders.read(headers, self._names).labels(self._names), error=error,
+            trace=parse_trace(headers), http_request=http_request,
+            latency_seconds=0.0,  # refused before any work that takes time
+            event="token" if token_endpoint else "request",
         )
-        return TokenResult(error.status, error_body(error, OAUTH_FORMAT), NO_STORE + error.headers)
-
-    def may_wait(self, body: bytes, headers: Mapping[str, str]) -> bool:
-        """Whether ``token`` may wait on the network (Google, an issuer's keys) or on deliberately
-        slow hashing (client secrets). Only an ID token from a certificate (or a refusal), signed
-        in this process, answers from memory: its form has no parameter beyond
-        ``IN_MEMORY_PARAMETERS``, and a client secret or assertion, an exchange's ``scope``,
-        ``service_account`` or ``audience``, or a percent-encoded name all say "may wait". A
-        look at the raw names, not a parse: this runs before every request, and erring towards
-        "may wait" only costs a thread."""
-        if not self.signer.signs_in_process or "authorization" in headers:
-            return True
-        return any(pair.split(b"=", 1)[0] not in IN_MEMORY_PARAMETERS for pair in body.split(b"&") if pair)
+        return TokenOutcome(TokenResult(error.status, error_body(error, OAUTH_FORMAT), NO_STORE + error.headers),
+                            record)
 
     def _exchange_request(self, parameters: dict[str, str], response_format: str) -> ExchangeRequest:
         wanted = parse_exchange_request(parameters)
@@ -209,34 +172,24 @@ class TokenService:
             raise invalid_request("This deployment does not exchange tokens with Google")
         return wanted
 
-    def _exchange_for(self, wanted: ExchangeRequest, issued: IssuedTokens, labels: dict[str, str]) -> IssuedTokens:
-        assert self._exchange is not None
-        exchanged = self._exchange.exchange(wanted, issued.id_token, labels["client_id"])
-        labels.update(exchanged.audit)
-        return IssuedTokens(issued.id_token, issued.id_token_expires_at, exchanged)
-
-    def _grant(self, client: AuthenticatedClient, wanted: ExchangeRequest, labels: dict[str, str]) -> Grant:
+    def _grant(self, client: AuthenticatedClient, wanted: ExchangeRequest) -> Grant:
         if self._policy is None:
             return OPEN_GRANT
-        grant = self._policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
-        labels["policy_rule"] = grant.rule
-        return grant
+        return self._policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
 
-    def _issue(self, client: AuthenticatedClient, grant: Grant, now: float, labels: dict[str, str]) -> IssuedTokens:
+    def _issue(self, client: AuthenticatedClient, grant: Grant, now: float) -> IssuedTokens:
         claims = issued_claims(self.settings, client, grant, now)
         try:
             id_token = self.signer.sign(claims.payload)
         except SigningError as failure:
             # The cause is the operators' business (audit line); the client learns only that it failed.
-            labels["signing_error"] = str(failure)[:500]
-            raise server_error(
+            raise replace(server_error(
                 "The token service could not sign the ID token; its operators find the cause in the audit log",
                 Reason.SIGNING_FAILED,
-            ) from None
+            ), audit_labels=(("signing_error", str(failure)[:500]),)) from None
         except UpstreamUnavailable as failure:
             raise unavailable(failure) from None
-        labels["jti"] = claims.jti
-        return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at)
+        return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at, jti=claims.jti)
 
 
 def issued_claims(settings: Settings, client: AuthenticatedClient, grant: Grant, now: float) -> IdTokenClaims:
