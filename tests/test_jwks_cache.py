@@ -13,9 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
 from token_service.errors import OAuthError, Reason
@@ -219,6 +222,28 @@ def test_a_malformed_jwks_is_never_a_500(jwks):
             _, error = outcome(verify, unsigned_assertion(issuer.url))
             assert error is not None and error.status in (400, 503)
         assert issuer.requests == 1
+    finally:
+        issuer.close()
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+def test_a_jwks_publishing_a_private_key_is_not_used(algorithm):
+    """PyJWT builds a private key from a JWK with "d": RS256 verification then failed with an AttributeError
+    (a 500), ES256 accepted it. A key its issuer published whole proves nothing: every reader can sign."""
+    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) if algorithm == "RS256"
+           else ec.generate_private_key(ec.SECP256R1()))
+    encoder = RSAAlgorithm if algorithm == "RS256" else ECAlgorithm
+    jwks = json.dumps({"keys": [{**encoder.to_jwk(key, as_dict=True), "kid": "k1"}]}).encode()
+    issuer = ScriptedIssuer(lambda path: (200, jwks))
+    try:
+        verify = verifier_for({"cluster": issuer.url}, JwksCache(UpstreamClient(RetryPolicy(budget=1))),
+                              jwks_uri=f"{issuer.url}/jwks")
+        now = int(time.time())
+        assertion = jwt.encode({"iss": issuer.url, "sub": "system:serviceaccount:a:b", "aud": BROKER, "iat": now,
+                                "exp": now + 600, "jti": "j"}, key, algorithm=algorithm, headers={"kid": "k1"})
+        _, error = outcome(verify, assertion)
+        assert error is not None and (error.status, error.error) == (400, "invalid_grant")
+        assert "publishes no" in error.description
     finally:
         issuer.close()
 

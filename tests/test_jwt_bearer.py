@@ -331,6 +331,14 @@ def test_a_signed_assertion_with_a_numeric_string_time_is_invalid_grant(jwt_serv
     assert claim in body["error_description"]
 
 
+@pytest.mark.parametrize("claims", [{"exp": 10**400}, {"iat": -(10**400), "exp": time.time() + 600}],
+                         ids=["exp-beyond-float", "iat-beyond-float"])
+def test_a_signed_assertion_with_a_time_beyond_any_float_is_invalid_grant(jwt_service, issuer, claims):
+    """JSON integers have no bound; subtracting the clock's float from one past 1.8e308 overflowed (a 500)."""
+    status, body = exchange(jwt_service, issuer.mint(audience=BROKER, **claims))
+    assert (status, body["error"]) == (400, "invalid_grant"), body
+
+
 def test_an_assertion_past_exp_but_within_the_skew_gets_no_token(jwt_service, issuer):
     status, body = exchange(jwt_service, issuer.mint(audience=BROKER, lifetime=-30))
     assert (status, body["error"]) == (400, "invalid_grant"), body

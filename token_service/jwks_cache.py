@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from token_service.policy import TrustedIssuer, issuer_url_allowed
 from token_service.upstream import RetryPolicy, UpstreamClient
@@ -164,7 +166,8 @@ class JwksCache:
 
 
 def _parse(document: dict[str, Any]) -> dict[str, jwt.PyJWK]:
-    """Keys by kid. JWKs without ``alg`` or ``use`` are kept; the verifier checks the key type fits."""
+    """Keys by kid. JWKs without ``alg`` or ``use`` are kept; the verifier checks the key type fits. Public
+    keys only."""
     keys = {}
     for item in document.get("keys", []):
         if not isinstance(item, dict) or item.get("use", "sig") != "sig" or not isinstance(item.get("kid"), str):
@@ -173,7 +176,11 @@ def _parse(document: dict[str, Any]) -> dict[str, jwt.PyJWK]:
         if algorithm not in ("RS256", "ES256"):
             continue
         try:
-            keys[item["kid"]] = jwt.PyJWK(item, algorithm=algorithm)
+            key = jwt.PyJWK(item, algorithm=algorithm)
         except Exception:  # a malformed JWK (wrong types too) is skipped, like a foreign one
             continue
+        # With private parameters ("d") PyJWT builds a private key: an RSA one cannot verify (an
+        # AttributeError, a 500), and a key its issuer published whole proves nothing, since anyone can sign.
+        if isinstance(key.key, RSAPublicKey | EllipticCurvePublicKey):
+            keys[item["kid"]] = key
     return keys

@@ -30,6 +30,8 @@ from token_service.subjects import assertion_subject
 MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
 ALGORITHMS = ("RS256", "ES256")
+# 9999-12-31T23:59:59Z: a NumericDate beyond it is no date any clock will reach.
+MAX_NUMERIC_DATE = 253_402_300_799
 # An assertion must leave at least this long before its exp: the token it earns never outlives it, and a
 # token of a few seconds (or of none, inside the clock skew) is useless to the client. 30 s, not more, so
 # that issuers of one-minute assertions (CI systems) still work after delivery and a little clock skew.
@@ -196,7 +198,10 @@ class AssertionVerifier:
         iat, exp = claims["iat"], claims["exp"]
         for name, value in (("iat", iat), ("exp", exp)):
             # PyJWT lets "1700000000" (a string int() accepts) through; RFC 7519 NumericDate is a number.
-            if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            # Bounded too: JSON integers are not, and one past 1.8e308 overflows arithmetic with the
+            # clock's float. Comparisons are exact for any int, and false for NaN.
+            if (not isinstance(value, int | float) or isinstance(value, bool)
+                    or not -MAX_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE):
                 raise invalid_grant(f"The assertion's {name} must be a number (seconds since the epoch)",
                                     Reason.INVALID_ASSERTION)
         if iat > now + CLOCK_SKEW_SECONDS:
