@@ -323,9 +323,9 @@ def test_deeply_nested_claim_is_invalid_grant(jwt_service, issuer):
     assert (status, body["error"]) == (400, "invalid_grant")
 
 
-@pytest.mark.parametrize("claim", ["exp", "iat"])
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
 def test_a_signed_assertion_with_a_numeric_string_time_is_invalid_grant(jwt_service, issuer, claim):
-    value = str(int(time.time()) + (600 if claim == "exp" else 0))
+    value = str(int(time.time()) + (600 if claim == "exp" else -5))
     status, body = exchange(jwt_service, issuer.mint(audience=BROKER, **{claim: value}))
     assert (status, body["error"]) == (400, "invalid_grant")
     assert claim in body["error_description"]

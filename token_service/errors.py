@@ -107,6 +107,10 @@ class SigningError(TokenServiceError):
     """The signer could not produce a token (no claims were issued)."""
 
 
+class IssuerAnswerInvalid(TokenServiceError):
+    """An assertion issuer's discovery document or key set is not what OpenID Connect Discovery specifies."""
+
+
 class KeysUnavailable(TokenServiceError):
     """No usable keys: the issuer could not be reached and nothing cached is still valid."""
 

@@ -24,20 +24,13 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
+from token_service.errors import IssuerAnswerInvalid, KeysUnavailable
 from token_service.policy import TrustedIssuer, issuer_url_allowed
 from token_service.upstream import RetryPolicy, UpstreamClient
 
 # Whatever the client's own policy: one attempt per URL (a retry would be a second fetch inside the
 # cooldown), and discovery plus JWK set within about the waiters' deadline.
 FETCH_POLICY = RetryPolicy(connect_timeout=1.5, read_timeout=1.5, budget=1.5, max_attempts=1)
-
-
-class KeysUnavailable(Exception):
-    """No usable keys: the issuer could not be reached and nothing cached is still valid."""
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass
@@ -149,19 +142,19 @@ class JwksCache:
             discovery = self._get_json(f"{issuer.issuer.rstrip('/')}/.well-known/openid-configuration")
             jwks_uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
             if not isinstance(jwks_uri, str):
-                raise ValueError("the discovery document names no jwks_uri")
+                raise IssuerAnswerInvalid("the discovery document names no jwks_uri")
             if not issuer_url_allowed(jwks_uri):
-                raise ValueError(f"the discovery document's jwks_uri {jwks_uri[:200]!r} is not https "
+                raise IssuerAnswerInvalid(f"the discovery document's jwks_uri {jwks_uri[:200]!r} is not https "
                                  "(plain http only on loopback)")
         document = self._get_json(jwks_uri)
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise ValueError(f"{jwks_uri[:200]} is not a JWK set (an object with a keys list)")
+            raise IssuerAnswerInvalid(f"{jwks_uri[:200]} is not a JWK set (an object with a keys list)")
         return _parse(document)
 
     def _get_json(self, url: str) -> Any:
         response = self._client.request("GET", f"issuer {url[:200]}", url, policy=FETCH_POLICY)
         if response.status != 200:
-            raise ValueError(f"HTTP {response.status} from {url[:200]}")
+            raise IssuerAnswerInvalid(f"HTTP {response.status} from {url[:200]}")
         return json.loads(response.body)
 
 

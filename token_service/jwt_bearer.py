@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import jwt
 
-from token_service.errors import OAuthError, Reason, invalid_grant, temporarily_unavailable
-from token_service.jwks_cache import JwksCache, KeysUnavailable
+from token_service.errors import KeysUnavailable, OAuthError, Reason, invalid_grant, temporarily_unavailable
+from token_service.jwks_cache import JwksCache
 from token_service.policy import Policy, TrustedIssuer
 from token_service.subjects import assertion_subject
 
@@ -196,7 +196,8 @@ class AssertionVerifier:
             raise invalid_grant(f"The assertion is invalid: {error}", Reason.INVALID_ASSERTION) from None
         now = self._clock()
         iat, exp = claims["iat"], claims["exp"]
-        for name, value in (("iat", iat), ("exp", exp)):
+        dates = (("iat", iat), ("exp", exp), *((("nbf", claims["nbf"]),) if "nbf" in claims else ()))
+        for name, value in dates:
             # PyJWT lets "1700000000" (a string int() accepts) through; RFC 7519 NumericDate is a number.
             # Bounded too: JSON integers are not, and one past 1.8e308 overflows arithmetic with the
             # clock's float. Comparisons are exact for any int, and false for NaN.
