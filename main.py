@@ -1,6 +1,6 @@
 """Cloud Functions (2nd gen) entry point: ``handle_request``.
 
-Copies the request into plain values, lets ``token_service.dispatch`` answer,
+Copies the request into plain values, lets ``token_service.edge.dispatch`` answer,
 and copies the answer back. Configuration is read once, here, at cold start: a
 misconfigured function stops with one clear message instead of serving wrong
 tokens.
@@ -27,12 +27,18 @@ import functions_framework.aio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from token_service.client_address import client_ip
-from token_service.dispatch import HttpRequest, HttpResponse, answer_token, route
-from token_service.errors import ConfigurationError
-from token_service.log_pipe import BatchedLines
-from token_service.service import service_from_environment
-from token_service.token_request import MAX_BODY_BYTES, may_wait
+from token_service import (
+    MAX_BODY_BYTES,
+    BatchedLines,
+    ConfigurationError,
+    HttpRequest,
+    HttpResponse,
+    answer_token,
+    client_ip,
+    may_wait,
+    route,
+    service_from_environment,
+)
 
 
 def _start():

@@ -4,9 +4,10 @@
 stage_source() {
   STAGE=$DEPLOY_DIR/source
   rm -rf "$STAGE"
-  mkdir -p "$STAGE/token_service"
+  mkdir -p "$STAGE"
   cp "$ROOT/main.py" "$ROOT/requirements.txt" "$STAGE/"
-  cp "$ROOT"/token_service/*.py "$STAGE/token_service/"
+  # The package's modules only: its folders, none of their caches.
+  (cd "$ROOT" && find token_service -name '*.py' -print0 | xargs -0 cp --parents -t "$STAGE")
   printf '__pycache__\n*.pyc\n' >"$STAGE/.gcloudignore"
   [[ -z $POLICY ]] || cp "$POLICY" "$STAGE/policy.yaml"
 }

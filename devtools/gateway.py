@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 
 from token_admin import load_balancer
-from token_service.config import MTLS_HEADER_DEFAULTS, mtls_header_names, proxy_secret_settings
+from token_service import MTLS_HEADER_DEFAULTS, mtls_header_names, proxy_secret_settings
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.support import ISSUER
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
+from token_service.issuing.signers import LocalKeySigner
 from token_service.service import TokenService
-from token_service.signers import LocalKeySigner
 
 
 @pytest.fixture(scope="session")

@@ -40,6 +40,6 @@ def default_names():
 
 def authenticate(headers, names, now):
     """The mTLS flow on a request's lower-cased headers, as the edge reads them."""
-    from token_service import mtls
+    from token_service.flows import rfc8705_mtls as mtls
 
     return mtls.authenticate(mtls.CertificateHeaders.read(headers, names), names, now)

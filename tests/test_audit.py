@@ -12,15 +12,13 @@ from token_service.audit import (
     AttemptFacts,
     AuditRecord,
     CloudLoggingWriter,
-    HttpRequestInfo,
     JsonLineWriter,
-    Trace,
     fitted,
     token_attempt,
 )
+from token_service.edge.parsing import parse_trace
 from token_service.errors import Reason, invalid_client
-from token_service.mtls import CertificateHeaders
-from token_service.token_request import parse_trace
+from token_service.request import CertificateHeaders, HttpRequestInfo, Trace
 
 
 def test_w3c_traceparent():

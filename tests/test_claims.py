@@ -1,8 +1,9 @@
 from datetime import UTC, datetime
 
 from tests.support import FINGERPRINT
-from token_service.claims import assertion_proof, certificate_proof, id_token_claims
-from token_service.mtls import ClientCertificate
+from token_service.flows.proof_claims import assertion_proof, certificate_proof
+from token_service.flows.rfc8705_mtls import ClientCertificate
+from token_service.issuing.claims import id_token_claims
 
 
 def certificate(**overrides) -> ClientCertificate:

@@ -1,4 +1,4 @@
-from token_service.client_address import client_ip
+from token_service.edge.client_address import client_ip
 
 
 def test_the_entry_the_load_balancer_appended_not_the_ones_the_client_sent():

@@ -7,20 +7,20 @@ import hashlib
 
 import pytest
 
-from token_service.client_secret import (
+from token_service.edge.parsing import presented_credentials
+from token_service.errors import OAuthError, Reason
+from token_service.flows.rfc6749_client_secret import (
     MAX_SECRET_HASHES,
     SCRYPT_N,
     SCRYPT_P,
     SCRYPT_R,
-    ClientCredentials,
     FailureLimiter,
     SecretAuthenticator,
     hash_secret,
     verify_secret,
 )
-from token_service.errors import OAuthError, Reason
 from token_service.policy import parse_policy
-from token_service.token_request import presented_credentials
+from token_service.request import ClientCredentials
 
 OLD, NEW = "old-secret-0123456789", "new-secret-9876543210"
 

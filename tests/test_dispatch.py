@@ -7,12 +7,12 @@ import pytest
 
 from tests.support import FINGERPRINT, ISSUER, verified_headers
 from token_service.audit import JsonLineWriter
-from token_service.client_address import client_ip
 from token_service.config import load_settings
-from token_service.dispatch import HttpRequest, dispatch, may_wait
+from token_service.edge.client_address import client_ip
+from token_service.edge.dispatch import HttpRequest, dispatch, may_wait
 from token_service.errors import Reason
+from token_service.issuing.signers import LocalKeySigner
 from token_service.service import TokenService
-from token_service.signers import LocalKeySigner
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -199,7 +199,7 @@ def test_with_a_remote_signer_every_token_request_may_wait(service, monkeypatch)
 
 @pytest.fixture
 def secret_service(environ, tmp_path, audit):
-    from token_service.client_secret import hash_secret
+    from token_service.flows.rfc6749_client_secret import hash_secret
     from token_service.service import service_from_environment
 
     policy = tmp_path / "policy.yaml"

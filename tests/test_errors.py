@@ -31,7 +31,7 @@ def reason_argument(call: ast.Call, index: int) -> ast.expr | None:
 def test_every_refusal_in_the_code_names_a_listed_reason():
     members = set(Reason.__members__)
     checked = 0
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name | ast.Attribute):
                 continue

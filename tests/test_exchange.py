@@ -8,9 +8,9 @@ import pytest
 
 from devtools.google_emulator import GoogleEmulator, serve
 from token_service.errors import OAuthError, StsRefused, UpstreamUnavailable
-from token_service.exchange import parse_exchange_request
-from token_service.sts import StsClient
-from token_service.upstream import RetryPolicy, UpstreamClient
+from token_service.google.exchange import parse_exchange_request
+from token_service.google.sts import StsClient
+from token_service.google.transport import RetryPolicy, UpstreamClient
 
 SA = "workload@p.iam.gserviceaccount.com"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from devtools import gateway
 from devtools.pki import ensure_dev_pki, mint_client
 from token_admin import load_balancer
-from token_service import mtls
+from token_service.flows import rfc8705_mtls as mtls
 
 NAMES = gateway.header_names_from_environment({})
 

@@ -22,10 +22,10 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
 from token_service.errors import OAuthError, Reason
-from token_service.jwks_cache import JwksCache
-from token_service.jwt_bearer import AssertionVerifier
+from token_service.flows.issuer_keys import JwksCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
+from token_service.google.transport import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 from token_service.policy import parse_policy
-from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 
 BROKER = "https://token.example.net"
 AUDIENCES = (BROKER, f"{BROKER}/token")

@@ -18,10 +18,10 @@ from jwt.algorithms import RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
 from token_service.errors import OAuthError, Reason
-from token_service.jwks_cache import JwksCache
-from token_service.jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.flows.issuer_keys import JwksCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.google.transport import RetryPolicy, UpstreamClient
 from token_service.policy import parse_policy
-from token_service.upstream import RetryPolicy, UpstreamClient
 
 BROKER = "https://token.example.net"
 AUDIENCES = (BROKER, f"{BROKER}/token")
@@ -248,10 +248,10 @@ DENIED = "system:serviceaccount:intruders:api"  # verifies, but no rule admits i
 @pytest.fixture
 def jwt_service(issuer, environ, rsa_key, audit, tmp_path):
     from token_service.audit import JsonLineWriter
-    from token_service.authentication import Authenticator
     from token_service.config import load_settings
+    from token_service.flows.authentication import Authenticator
+    from token_service.issuing.signers import LocalKeySigner
     from token_service.service import TokenService
-    from token_service.signers import LocalKeySigner
 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(json.dumps({
@@ -270,7 +270,7 @@ def jwt_service(issuer, environ, rsa_key, audit, tmp_path):
 def exchange(service, assertion: str):
     from urllib.parse import urlencode
 
-    from token_service.dispatch import HttpRequest, dispatch
+    from token_service.edge.dispatch import HttpRequest, dispatch
 
     body = urlencode({"grant_type": JWT_BEARER, "assertion": assertion}).encode()
     response = dispatch(service, HttpRequest("POST", "/token", {"content-type": "application/x-www-form-urlencoded"},
@@ -346,7 +346,7 @@ def test_an_assertion_past_exp_but_within_the_skew_gets_no_token(jwt_service, is
 
 
 def test_an_assertion_with_less_than_the_minimum_left_gets_no_token(jwt_service, issuer):
-    from token_service.jwt_bearer import MIN_REMAINING_SECONDS
+    from token_service.flows.rfc7523_jwt_bearer import MIN_REMAINING_SECONDS
 
     status, body = exchange(jwt_service, issuer.mint(audience=BROKER, lifetime=MIN_REMAINING_SECONDS - 5))
     assert (status, body["error"]) == (400, "invalid_grant")

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from token_service.audit import AuditRecord, JsonLineWriter
-from token_service.log_pipe import PIPE_BUF, BatchedLines
+from token_service.audit.log_pipe import PIPE_BUF, BatchedLines
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -139,7 +139,7 @@ def run_child(code: str) -> str:
 def test_lines_still_pending_are_written_when_the_process_exits():
     never = "lambda callback: True"  # a loop that never comes back for them
     output = run_child(
-        "import sys\nfrom token_service.log_pipe import BatchedLines\n"
+        "import sys\nfrom token_service.audit.log_pipe import BatchedLines\n"
         f"lines = BatchedLines(sys.stdout, defer={never})\n"
         "lines.write('one\\n'); lines.write('two\\n')\n")
     assert output == "one\ntwo\n"
@@ -148,7 +148,7 @@ def test_lines_still_pending_are_written_when_the_process_exits():
 def test_a_forked_worker_does_not_repeat_what_its_parent_had_pending():
     never = "lambda callback: True"
     output = run_child(
-        "import os, sys\nfrom token_service.log_pipe import BatchedLines\n"
+        "import os, sys\nfrom token_service.audit.log_pipe import BatchedLines\n"
         f"lines = BatchedLines(sys.stdout, defer={never})\n"
         "lines.write('parent\\n')\n"
         "pid = os.fork()\n"

@@ -3,7 +3,7 @@
 import pytest
 
 from devtools.google_emulator import GoogleEmulator, serve
-from token_service.metadata import runtime_service_account
+from token_service.google.metadata import runtime_service_account
 
 RUNTIME = "runtime@project.iam.gserviceaccount.com"
 

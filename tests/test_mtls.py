@@ -3,11 +3,12 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.support import FINGERPRINT, authenticate, b64, verified_headers
-from token_service import mtls
-from token_service.authentication import certificate_client
 from token_service.config import load_settings
 from token_service.errors import MalformedValue, OAuthError, Reason
+from token_service.flows import rfc8705_mtls as mtls
+from token_service.flows.authentication import certificate_client
 from token_service.policy import parse_policy
+from token_service.request import decode_fingerprint
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -89,7 +90,7 @@ def test_a_non_canonical_spelling_of_the_same_digest_names_the_same_client(names
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     last = alphabet.index(FINGERPRINT[-1])
     for variant in (FINGERPRINT[:-1] + alphabet[last | 1], FINGERPRINT[:-1] + alphabet[last | 3] + "="):
-        assert variant.rstrip("=") != FINGERPRINT and mtls.decode_fingerprint(variant) == mtls.decode_fingerprint(
+        assert variant.rstrip("=") != FINGERPRINT and decode_fingerprint(variant) == decode_fingerprint(
             FINGERPRINT)
         certificate = authenticate(verified_headers(**{"X-Client-Cert-Hash": variant}), names, NOW)
         assert certificate.client_id == certificate.sha256_fingerprint == FINGERPRINT
@@ -99,7 +100,7 @@ def test_a_non_canonical_spelling_of_the_same_digest_names_the_same_client(names
 
 def test_cnf_thumbprint_is_base64url_of_the_same_digest(names):
     certificate = authenticate(verified_headers(), names, NOW)
-    assert mtls.decode_fingerprint(certificate.sha256_fingerprint) == mtls.decode_fingerprint(
+    assert decode_fingerprint(certificate.sha256_fingerprint) == decode_fingerprint(
         certificate.x5t_s256.replace("-", "+").replace("_", "/")
     )
     assert "=" not in certificate.x5t_s256

@@ -38,6 +38,6 @@ def test_upload_is_exactly_the_function_code(tmp_path):
     assert result.returncode == 0, result.stderr
     uploaded = {name for name in zipfile.ZipFile(io.BytesIO(archive)).namelist() if not name.endswith("/")}
     expected = {"main.py", "requirements.txt"} | {
-        str(path.relative_to(ROOT)) for path in (ROOT / "token_service").glob("*.py")
+        str(path.relative_to(ROOT)) for path in (ROOT / "token_service").rglob("*.py")
     }
     assert uploaded == expected

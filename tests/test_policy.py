@@ -11,8 +11,8 @@ import textwrap
 import pytest
 
 from devtools.pki import mint_client
-from token_service.client_secret import hash_secret
 from token_service.errors import ConfigurationError, OAuthError
+from token_service.flows.rfc6749_client_secret import hash_secret
 from token_service.policy import ClientFacts, load_policy, parse_policy
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"

@@ -48,20 +48,21 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from tests.support import FINGERPRINT, ISSUER, authenticate, b64, verified_headers
 from tests.test_jwks_cache import ScriptedIssuer
-from token_service import mtls
 from token_service.audit import JsonLineWriter
-from token_service.authentication import Authenticator
 from token_service.config import load_settings
-from token_service.dispatch import HttpRequest, HttpResponse, dispatch
+from token_service.edge.dispatch import HttpRequest, HttpResponse, dispatch
+from token_service.edge.parsing import parse_token_request, parse_trace
 from token_service.errors import MalformedValue, OAuthError, Reason
-from token_service.exchange import parse_exchange_request
-from token_service.jwks_cache import JwksCache
-from token_service.jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.flows import rfc8705_mtls as mtls
+from token_service.flows.authentication import Authenticator
+from token_service.flows.issuer_keys import JwksCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.google.exchange import parse_exchange_request
+from token_service.google.transport import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
+from token_service.issuing.signers import LocalKeySigner
 from token_service.policy import parse_policy
+from token_service.request import decode_fingerprint
 from token_service.service import TokenService
-from token_service.signers import LocalKeySigner
-from token_service.token_request import parse_token_request, parse_trace
-from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 
 HEADER_NAMES = list(verified_headers())
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
@@ -94,7 +95,7 @@ def test_san_parser_returns_printable_sans_or_value_error(value, dns):
 @given(text)
 def test_fingerprint_decoder_returns_32_bytes_or_value_error(value):
     with contextlib.suppress(MalformedValue):
-        assert len(mtls.decode_fingerprint(value)) == 32
+        assert len(decode_fingerprint(value)) == 32
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,11 +9,11 @@ import pytest
 from tests.support import ISSUER, verified_headers
 from token_service.audit import JsonLineWriter
 from token_service.config import ProxySecretSettings, load_settings
-from token_service.dispatch import HttpRequest, dispatch, may_wait
+from token_service.edge.dispatch import HttpRequest, dispatch, may_wait
+from token_service.edge.proxy_secret import ProxySecretCheck
 from token_service.errors import Reason
-from token_service.proxy_secret import ProxySecretCheck
+from token_service.issuing.signers import LocalKeySigner
 from token_service.service import TokenService
-from token_service.signers import LocalKeySigner
 
 NEW = "a1" * 32
 OLD = "b2" * 32

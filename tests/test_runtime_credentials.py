@@ -7,14 +7,14 @@ import json
 import pytest
 
 from token_service.errors import UpstreamUnavailable
-from token_service.runtime_credentials import (
+from token_service.google.runtime_credentials import (
     REFRESH_MARGIN_SECONDS,
     ApplicationDefaultCredentials,
     CredentialsUnavailable,
     MetadataServerToken,
     runtime_credentials,
 )
-from token_service.upstream import UpstreamResponse
+from token_service.google.transport import UpstreamResponse
 
 
 class MetadataServer:

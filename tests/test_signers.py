@@ -5,7 +5,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from token_service.config import SignerSettings
 from token_service.errors import ConfigurationError
-from token_service.signers import LocalKeySigner, jwk_thumbprint, load_signer
+from token_service.issuing.signers import LocalKeySigner, jwk_thumbprint, load_signer
 
 
 def test_rfc7638_thumbprint_example():

@@ -8,7 +8,7 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from token_service.subjects import (
+from token_service.flows.subjects import (
     MAX_SUBJECT_BYTES,
     assertion_subject,
     reserved_prefix,

@@ -1,7 +1,6 @@
 import pytest
 
-from token_service.errors import OAuthError, Reason
-from token_service.token_request import (
+from token_service.edge.parsing import (
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
@@ -9,6 +8,7 @@ from token_service.token_request import (
     check_headers,
     parse_token_request,
 )
+from token_service.errors import OAuthError, Reason
 
 FORM = "application/x-www-form-urlencoded"
 

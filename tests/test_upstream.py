@@ -12,7 +12,7 @@ import time
 import pytest
 
 from token_service.errors import UpstreamUnavailable
-from token_service.upstream import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
+from token_service.google.transport import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -74,7 +74,7 @@ def _assertion(value: str) -> str:
 
 
 def _hash_secret(generate: bool) -> int:
-    from token_service.client_secret import hash_secret
+    from token_service.flows.rfc6749_client_secret import hash_secret
 
     if generate:
         secret = secrets.token_urlsafe(32)

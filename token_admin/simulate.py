@@ -18,12 +18,13 @@ import jwt
 from cryptography import x509
 
 from token_admin.load_balancer import certificate_headers
-from token_service import authentication, mtls
-from token_service.authentication import AuthenticatedClient
 from token_service.config import MTLS_HEADER_DEFAULTS, Settings, load_settings
 from token_service.errors import ConfigurationError, OAuthError
-from token_service.exchange import parse_exchange_request
-from token_service.jwt_bearer import VerifiedAssertion
+from token_service.flows import authentication
+from token_service.flows import rfc8705_mtls as mtls
+from token_service.flows.authentication import AuthenticatedClient
+from token_service.flows.rfc7523_jwt_bearer import VerifiedAssertion
+from token_service.google.exchange import parse_exchange_request
 from token_service.policy import Policy, load_policy
 from token_service.service import issued_claims
 

@@ -15,13 +15,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
-from token_service.audit import AttemptFacts, AuditRecord, AuditWriter, HttpRequestInfo, audit_writer, token_attempt
-from token_service.authentication import AuthenticatedClient, Authenticator
-from token_service.claims import IdTokenClaims, id_token_claims
-from token_service.client_secret import SecretAuthenticator
+from token_service.audit import AttemptFacts, AuditRecord, AuditWriter, audit_writer, token_attempt
 from token_service.compact_json import compact_json
-from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, Settings, load_settings
-from token_service.discovery import discovery_document
+from token_service.config import Settings, load_settings
+from token_service.edge.proxy_secret import ProxySecretCheck
 from token_service.errors import (
     OAuthError,
     Reason,
@@ -32,22 +29,26 @@ from token_service.errors import (
     invalid_request,
     server_error,
 )
-from token_service.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
-from token_service.iam_credentials import IamCredentialsClient
-from token_service.mtls import CertificateHeaders
+from token_service.flows import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW
+from token_service.flows.authentication import AuthenticatedClient, Authenticator
+from token_service.flows.rfc6749_client_secret import SecretAuthenticator
+from token_service.google.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
+from token_service.google.iam_credentials import IamCredentialsClient
+from token_service.google.sts import StsClient
+from token_service.google.transport import RetryPolicy, UpstreamClient
+from token_service.issuing.claims import IdTokenClaims, id_token_claims
+from token_service.issuing.discovery import discovery_document
+from token_service.issuing.responses import IssuedTokens, error_body, success_body
+from token_service.issuing.signers import Signer, load_signer
 from token_service.policy import OPEN_GRANT, Grant, Policy, load_policy
-from token_service.proxy_secret import ProxySecretCheck
-from token_service.responses import (
+from token_service.request import (
     EXTERNAL_CREDENTIAL_FORMAT,
     OAUTH_FORMAT,
-    IssuedTokens,
-    error_body,
-    success_body,
+    CertificateHeaders,
+    HttpRequestInfo,
+    TokenRequest,
+    Trace,
 )
-from token_service.signers import Signer, load_signer
-from token_service.sts import StsClient
-from token_service.token_request import TokenRequest, parse_trace
-from token_service.upstream import RetryPolicy, UpstreamClient
 
 _log = logging.getLogger(__name__)
 # RFC 6749 5.1: token responses must not be cached.
@@ -144,17 +145,16 @@ class TokenService:
                                latency_seconds=time.monotonic() - started)
         return TokenOutcome(result, record)
 
-    def refused_at_edge(self, error: OAuthError, *, token_endpoint: bool, headers: Mapping[str, str],
-                        http_request: HttpRequestInfo) -> TokenOutcome:
+    def refused_at_edge(self, error: OAuthError, *, token_endpoint: bool, certificate: CertificateHeaders,
+                        trace: Trace | None, http_request: HttpRequestInfo) -> TokenOutcome:
         """The answer and audit record of a request refused before it reached its endpoint (any path).
 
-        ``headers`` must no longer hold the proxy secret: the line records the mTLS headers, which
-        show what a caller that bypassed the load balancer tried to forge."""
+        The line records the mTLS headers, which show what a caller that bypassed the load balancer
+        tried to forge."""
         what = "token request" if token_endpoint else "request"
         record = token_attempt(
             AttemptFacts(message=f"Refused {what}: {error.description}"),
-            header_labels=CertificateHeaders.read(headers, self._names).labels(self._names), error=error,
-            trace=parse_trace(headers), http_request=http_request,
+            header_labels=certificate.labels(self._names), error=error, trace=trace, http_request=http_request,
             latency_seconds=0.0,  # refused before any work that takes time
             event="token" if token_endpoint else "request",
         )
@@ -234,8 +234,8 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
     policy = load_policy(settings.policy_file) if settings.policy_file else None
     assertions = None
     if policy and JWT_BEARER_FLOW in settings.auth_flows:
-        from token_service.jwks_cache import JwksCache
-        from token_service.jwt_bearer import AssertionVerifier
+        from token_service.flows.issuer_keys import JwksCache
+        from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
 
         audiences = (settings.issuer, f"{settings.issuer}/token")
         # A quarter of the threads at most wait on one issuer's keys: a hanging issuer leaves the rest to others.

@@ -26,7 +26,7 @@ from devtools.local import (
 )
 from devtools.oidc_issuer import LocalIssuer
 from devtools.pki import ensure_dev_pki, mint_client
-from token_service.client_secret import hash_secret
+from token_service.flows.rfc6749_client_secret import hash_secret
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 SCANNER_SECRET = "scanner-secret-0123456789abcdef"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.e2e.conftest import launch, stop
 from tests.support import verified_headers
-from token_service.log_pipe import PIPE_BUF
+from token_service.audit.log_pipe import PIPE_BUF
 
 
 def certificate(path: str) -> x509.Certificate:

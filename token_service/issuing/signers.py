@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from token_service import metadata
 from token_service.compact_json import compact_json, compact_json_text
 from token_service.config import GoogleSettings, SignerSettings
 from token_service.errors import ConfigurationError, CredentialsUnavailable, IamRefused, MalformedValue, SigningError
-from token_service.iam_credentials import IamCredentialsClient
-from token_service.runtime_credentials import RuntimeCredentials, runtime_credentials
-from token_service.upstream import UpstreamClient
+from token_service.google import metadata
+from token_service.google.iam_credentials import IamCredentialsClient
+from token_service.google.runtime_credentials import RuntimeCredentials, runtime_credentials
+from token_service.google.transport import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
 # Stateless, so built once instead of for every token (and shared by the key's self-test).

@@ -14,11 +14,11 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from token_service import metadata
 from token_service.background import BackgroundLoader
-from token_service.config import CLOUD_PLATFORM_SCOPE
 from token_service.errors import CredentialsUnavailable, UpstreamUnavailable
-from token_service.upstream import UpstreamClient
+from token_service.google import metadata
+from token_service.google.transport import UpstreamClient
+from token_service.google.workload_identity import CLOUD_PLATFORM_SCOPE
 
 # Set by Cloud Functions (2nd gen) and Cloud Run in every instance.
 SERVERLESS_VARIABLE = "K_SERVICE"

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from token_service.audit import HttpRequestInfo
 from token_service.compact_json import compact_json
-from token_service.discovery import DISCOVERY_PATH
-from token_service.proxy_secret import not_through_load_balancer
+from token_service.edge.parsing import may_wait as token_may_wait
+from token_service.edge.parsing import parse_trace, read_token_request
+from token_service.edge.proxy_secret import not_through_load_balancer
+from token_service.issuing.discovery import DISCOVERY_PATH
+from token_service.request import CertificateHeaders, HttpRequestInfo, TokenRequest
 from token_service.service import TokenResult, TokenService
-from token_service.token_request import TokenRequest, read_token_request
-from token_service.token_request import may_wait as token_may_wait
 
 JSON = "application/json"
 JWKS_PATHS = ("/jwks", "/.well-known/jwks.json")
@@ -93,7 +93,8 @@ def _not_through_load_balancer(service: TokenService, request: HttpRequest) -> H
     method = request.method.upper()
     outcome = service.refused_at_edge(
         not_through_load_balancer(), token_endpoint=request.path == "/token" and method == "POST",
-        headers=request.headers, http_request=_request_info(request, method),
+        certificate=CertificateHeaders.read(request.headers, service.settings.mtls_headers),
+        trace=parse_trace(request.headers), http_request=_request_info(request, method),
     )
     service.audit.write(outcome.audit)
     return _json_response(outcome.result)

@@ -19,10 +19,10 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 from token_service.errors import OAuthError, Reason
 from token_service.policy import MAX_SECRET_HASHES, Policy
+from token_service.request import ClientCredentials
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 CLAIMED_CLIENT_ID_LIMIT = 64  # the longest client id a policy accepts
@@ -47,12 +47,6 @@ def verify_secret(secret: str, encoded: str) -> bool:
     except (ValueError, binascii.Error):
         return False
     return hmac.compare_digest(actual, expected)
-
-
-class ClientCredentials(NamedTuple):
-    client_id: str
-    secret: str
-    method: str  # client_secret_basic | client_secret_post
 
 
 class FailureLimiter:

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from token_service.config import CLOUD_PLATFORM_SCOPE, SERVICE_ACCOUNT_EMAIL, WorkloadIdentityProvider
 from token_service.errors import (
     IamRefused,
     OAuthError,
@@ -31,8 +30,9 @@ from token_service.errors import (
     invalid_request,
     temporarily_unavailable,
 )
-from token_service.iam_credentials import IamCredentialsClient
-from token_service.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient
+from token_service.google.iam_credentials import SERVICE_ACCOUNT_EMAIL, IamCredentialsClient
+from token_service.google.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient
+from token_service.google.workload_identity import CLOUD_PLATFORM_SCOPE, WorkloadIdentityProvider
 
 MAX_SCOPES = 20
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,256}$")  # RFC 6749 scope-token

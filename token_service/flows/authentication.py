@@ -12,18 +12,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from token_service import mtls
-from token_service.claims import assertion_proof, certificate_proof, secret_proof
-from token_service.client_secret import ClientCredentials, SecretAuthenticator
-from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW, MtlsHeaderNames
-from token_service.discovery import FLOW_METADATA
 from token_service.errors import OAuthError, Reason, invalid_client, invalid_request, unsupported_grant_type
+from token_service.flows import CLIENT_SECRET_FLOW, FLOW_METADATA, JWT_BEARER_FLOW, XLB_MTLS_FLOW
+from token_service.flows import rfc8705_mtls as mtls
+from token_service.flows.proof_claims import assertion_proof, certificate_proof, secret_proof
+from token_service.flows.rfc6749_client_secret import SecretAuthenticator
+from token_service.flows.subjects import secret_subject
 from token_service.policy import ClientFacts
-from token_service.subjects import secret_subject
-from token_service.token_request import TokenRequest
+from token_service.request import ClientCredentials, MtlsHeaderNames, TokenRequest
 
 if TYPE_CHECKING:  # PyJWT loads only where the jwt-bearer flow is enabled
-    from token_service.jwt_bearer import AssertionVerifier, VerifiedAssertion
+    from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier, VerifiedAssertion
 
 class AuthenticatedClient(NamedTuple):
     client_id: str

@@ -1,29 +1,22 @@
-"""Audit logging: exactly one structured line per token request.
+"""The audit record: exactly one per token request, issued or refused.
 
-The line is JSON on stdout in the shape Cloud Logging parses into a LogEntry
-(severity, message, labels, trace, httpRequest). Its labels hold every mTLS
-header value the load balancer passed, so a failed attempt can be diagnosed
-from the line alone. It never holds a token or a key: records are built from
-named fields only.
-
-Two writers produce the same entry: ``JsonLineWriter`` (no dependencies) and
-``CloudLoggingWriter`` (google-cloud-logging's ``StructuredLogHandler``), whose
-heavy import runs in the background (``BackgroundLoader``).
+It has the shape Cloud Logging parses into a LogEntry (severity, message,
+labels, trace, httpRequest). Its labels hold every mTLS header value the load
+balancer passed, so a failed attempt can be diagnosed from the line alone. It
+never holds a token or a key: records are built from named fields only, and
+each is cut to fit one atomic pipe write. ``writers`` turns records into lines.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
-import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import IO, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from token_service.background import BackgroundLoader
 from token_service.compact_json import compact_json_text
 from token_service.errors import OAuthError
+from token_service.request import HttpRequestInfo, Trace
 
 LABEL_VALUE_LIMIT = 1024
 # The names and values of one line may take this much; JSON syntax, escapes and the fixed fields
@@ -34,19 +27,6 @@ HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 # What JSON escapes (ensure_ascii also escapes every non-ASCII character).
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
-
-
-class Trace(NamedTuple):
-    trace_id: str
-    span_id: str | None
-    sampled: bool
-
-
-class HttpRequestInfo(NamedTuple):
-    method: str
-    url: str
-    user_agent: str
-    remote_ip: str
 
 
 class AuditRecord(NamedTuple):
@@ -181,105 +161,3 @@ def bounded(value: str, limit: int = LABEL_VALUE_LIMIT) -> str:
     # A value cut before keeps the length it had before the first cut.
     marker = _CUT_MARKER.search(value)
     return value[:limit] + f"...[{int(marker.group(1)) if marker else len(value)} chars]"
-
-
-class JsonLineWriter:
-    """Writes one Cloud Logging structured JSON line per record."""
-
-    def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
-        self._stream = stream
-        self._project_id = project_id
-        self._lock = threading.Lock()
-
-    def write(self, record: AuditRecord) -> None:
-        entry: dict[str, Any] = {
-            "severity": record.severity,
-            "message": record.message,
-            **record.fields,
-            "logging.googleapis.com/labels": record.labels,
-        }
-        if record.trace is not None:
-            entry.update(_trace_fields(record.trace, self._project_id))
-        if record.http_request is not None:
-            entry["httpRequest"] = _http_request(record)
-        line = compact_json_text(entry) + "\n"
-        stream = self._stream or sys.stdout
-        with self._lock:
-            stream.write(line)
-            stream.flush()
-
-
-class CloudLoggingWriter:
-    """Writes through google-cloud-logging's ``StructuredLogHandler``.
-
-    The library takes about 0.35 s to import, more than a whole cold start, so it
-    loads in the background from the first write on; until it is ready, the same
-    entries are written by ``JsonLineWriter`` (a test checks both write the same fields).
-    """
-
-    def __init__(self, stream: IO[str] | None = None, project_id: str | None = None):
-        self._stream = stream
-        self._project_id = project_id
-        # Started by the first write, not at the fork: the first token must not share
-        # the CPU with this import.
-        self._logger = BackgroundLoader("audit-log-import", self._load, start_after_fork=False)
-        self._until_loaded = JsonLineWriter(stream, project_id)
-
-    def _load(self) -> logging.Logger:
-        from google.cloud.logging_v2.handlers import StructuredLogHandler
-
-        # sys.__stdout__ is where the handler writes on Cloud Functions too:
-        # it bypasses functions-framework's stdout redirection.
-        handler = StructuredLogHandler(project_id=self._project_id, stream=self._stream or sys.__stdout__)
-        # The library announces itself once; do it now, so no token attempt gets a second line.
-        handler.emit_instrumentation_info()
-        logger = logging.getLogger("token_service.audit")
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-        logger.handlers = [handler]
-        return logger
-
-    def write(self, record: AuditRecord) -> None:
-        self._logger.start()  # no-op once started (in a gunicorn worker: right after the fork)
-        if not self._logger.ready():
-            self._until_loaded.write(record)
-            return
-        extra: dict[str, Any] = {"labels": record.labels, "json_fields": record.fields}
-        if record.trace is not None:
-            # An explicit trace is written as given, so it must already be the full name.
-            extra.update(trace=_trace_name(record.trace, self._project_id), span_id=record.trace.span_id)
-            extra["trace_sampled"] = record.trace.sampled
-        if record.http_request is not None:
-            extra["http_request"] = _http_request(record)
-        self._logger.get().log(logging.getLevelName(record.severity), record.message, extra=extra)
-
-
-def audit_writer(handler: str, project_id: str | None, stream: IO[str] | None = None) -> AuditWriter:
-    if handler == "cloud-logging":
-        return CloudLoggingWriter(stream, project_id)
-    return JsonLineWriter(stream, project_id)
-
-
-def _trace_name(trace: Trace, project_id: str | None) -> str:
-    return f"projects/{project_id}/traces/{trace.trace_id}" if project_id else trace.trace_id
-
-
-def _trace_fields(trace: Trace, project_id: str | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {"logging.googleapis.com/trace": _trace_name(trace, project_id)}
-    if trace.span_id:
-        fields["logging.googleapis.com/spanId"] = trace.span_id
-    fields["logging.googleapis.com/trace_sampled"] = trace.sampled
-    return fields
-
-
-def _http_request(record: AuditRecord) -> dict[str, Any]:
-    request = record.http_request
-    assert request is not None
-    return {
-        "requestMethod": request.method,
-        "requestUrl": request.url,
-        "userAgent": bounded(request.user_agent),
-        "remoteIp": request.remote_ip,
-        "status": record.status,
-        "latency": f"{record.latency_seconds:.6f}s",
-    }

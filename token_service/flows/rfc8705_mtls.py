@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import functools
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from typing import NamedTuple
 
-from token_service.config import MtlsHeaderNames
 from token_service.errors import CommaInDnsName, MalformedValue, OAuthError, Reason, invalid_client
-from token_service.subjects import MAX_SUBJECT_BYTES, reserved_prefix
+from token_service.flows.subjects import MAX_SUBJECT_BYTES, reserved_prefix
+from token_service.request import CertificateHeaders, MtlsHeaderNames, canonical_fingerprint, decode_fingerprint
 
 _PRINTABLE = re.compile(r"^[\x21-\x7e]*$")
 _COMMA_IN_DNS_NAME = "a list of DNS names: it holds a DNS SAN containing a comma, which no DNS name does"
@@ -40,31 +39,6 @@ class ClientCertificate(NamedTuple):
     def x5t_s256(self) -> str:
         """RFC 8705 certificate thumbprint (base64url of the SHA-256 of the DER)."""
         return base64.urlsafe_b64encode(decode_fingerprint(self.sha256_fingerprint)).decode().rstrip("=")
-
-
-class CertificateHeaders(NamedTuple):
-    """What the load balancer's mTLS headers held in one request (None: the header was absent)."""
-
-    present: str | None = None
-    chain_verified: str | None = None
-    error: str | None = None
-    sha256_fingerprint: str | None = None
-    serial_number: str | None = None
-    spiffe_id: str | None = None
-    uri_sans: str | None = None
-    dnsname_sans: str | None = None
-    valid_not_before: str | None = None
-    valid_not_after: str | None = None
-
-    @classmethod
-    def read(cls, headers: Mapping[str, str], names: MtlsHeaderNames) -> CertificateHeaders:
-        """The values from ``headers`` (lower-cased names) under the configured ``names``."""
-        return cls(*(headers.get(getattr(names, attribute).lower()) for attribute in cls._fields))
-
-    def labels(self, names: MtlsHeaderNames) -> dict[str, str]:
-        """Header name (lower-cased) -> value, for each header the request carried."""
-        return {getattr(names, attribute).lower(): value for attribute, value in zip(self._fields, self, strict=True)
-                if value is not None}
 
 
 def authenticate(reported: CertificateHeaders, names: MtlsHeaderNames, now: datetime) -> ClientCertificate:
@@ -120,25 +94,6 @@ def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames
         not_before=_timestamp(not_before, names.valid_not_before),
         not_after=_timestamp(not_after, names.valid_not_after),
     )
-
-
-def decode_fingerprint(value: str) -> bytes:
-    """Decode a base64 SHA-256 fingerprint, padded or not; ``MalformedValue`` if it is not one."""
-    text = value.strip().rstrip("=")
-    try:
-        digest = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except ValueError as error:  # binascii.Error, or a character outside ASCII
-        raise MalformedValue("not base64") from error
-    if len(digest) != 32:
-        raise MalformedValue("not a SHA-256 digest")
-    return digest
-
-
-def canonical_fingerprint(value: str) -> str:
-    """The one spelling of a base64 SHA-256 fingerprint (standard alphabet, unpadded); ``MalformedValue`` if
-    it is not 32 bytes. A decoder ignores the last character's two padding bits, so one digest has
-    several spellings, and a client id or a policy pin must not depend on which one was sent."""
-    return base64.b64encode(decode_fingerprint(value)).decode().rstrip("=")
 
 
 def parse_san_header(value: str, *, dns: bool) -> tuple[str, ...]:

@@ -1,182 +1,39 @@
-"""Client policy: which clients may have which tokens.
+"""Reading the client policy: a YAML file (``POLICY_FILE``) of trusted assertion issuers and ordered rules.
 
-A YAML file (``POLICY_FILE``) of trusted assertion issuers and ordered rules.
-A rule matches a client by what it proved (certificate, signed assertion or
-client secret) and says what it may receive. Once a policy is loaded, a client
-no rule matches gets nothing (deny by default); without a policy, any client
-the load balancer verified gets its ID token and may ask for any exchange, as
-the predecessor behaved. Loading validates everything and reports every problem
-with its line.
+Loading validates everything and reports every problem with its line, so a bad
+policy stops the cold start with one message that lists them all.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any
 
-from token_service.errors import ConfigurationError, MalformedValue, OAuthError, Reason
-from token_service.mtls import canonical_fingerprint
-from token_service.patterns import matches, problem
+from token_service.errors import ConfigurationError, MalformedValue
+from token_service.google.transport import secure_url
+from token_service.policy.patterns import problem
+from token_service.policy.rules import (
+    MAX_SECRET_HASHES,
+    Allowance,
+    AssertionMatch,
+    CertificateMatch,
+    Policy,
+    Rule,
+    SecretMatch,
+    TrustedIssuer,
+)
+from token_service.request import canonical_fingerprint
 
 # Claims the broker sets itself; a rule's extra claims may not replace them.
 RESERVED_CLAIMS = frozenset({"iss", "aud", "sub", "iat", "exp", "nbf", "jti", "amr", "client_id", "client",
                              "cnf", "assertion"})
+# Issuer names and secret client ids hold no colon: flows.subjects relies on it.
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_MAX_ASSERTION_LIFETIME = 24 * 3600
-MAX_SECRET_HASHES = 2  # the current secret and, during a rotation, the next
 # What `hash-secret` writes (client_secret.SCRYPT_N, _R, _P; 16-byte salt, 32-byte digest). Nothing
 # else: a malformed hash or another cost would make that client's attempts take a different time.
 _SECRET_HASH = re.compile(r"^scrypt\$16384\$8\$1\$[A-Za-z0-9+/]{22}==\$[A-Za-z0-9+/]{43}=$")
-
-
-class TrustedIssuer(NamedTuple):
-    name: str
-    issuer: str
-    jwks_uri: str | None  # None: discovery at <issuer>/.well-known/openid-configuration
-    jwks: dict[str, Any] | None  # inline keys (clusters whose issuer is not reachable)
-    single_use: bool
-    max_assertion_lifetime: int
-
-
-class CertificateMatch(NamedTuple):
-    spiffe_id: tuple[str, ...] = ()
-    dns_san: tuple[str, ...] = ()
-    uri_san: tuple[str, ...] = ()
-    sha256: tuple[str, ...] = ()
-
-
-class AssertionMatch(NamedTuple):
-    issuer: str  # a TrustedIssuer name
-    subject: tuple[str, ...] = ()
-    audience: tuple[str, ...] = ()
-    claims: tuple[tuple[str, tuple[str, ...]], ...] = ()
-
-
-class SecretMatch(NamedTuple):
-    client_id: str
-    secret_hashes: tuple[str, ...]
-
-
-class Allowance(NamedTuple):
-    service_accounts: tuple[str, ...] = ()
-    scopes: tuple[str, ...] = ()
-    audiences: tuple[str, ...] = ()
-    max_token_lifetime: int | None = None
-    claims: Mapping[str, Any] = MappingProxyType({})
-
-
-class Rule(NamedTuple):
-    name: str
-    certificate: CertificateMatch | None
-    assertion: AssertionMatch | None
-    client_secret: SecretMatch | None
-    allow: Allowance
-
-
-class ClientFacts(NamedTuple):
-    """What a client proved, flattened for matching."""
-
-    flow: str
-    spiffe_id: str = ""
-    dns_sans: tuple[str, ...] = ()
-    uri_sans: tuple[str, ...] = ()
-    sha256: str = ""
-    issuer_name: str = ""
-    subject: str = ""
-    audiences: tuple[str, ...] = ()
-    claims: Mapping[str, Any] = MappingProxyType({})
-    secret_client_id: str = ""
-
-
-class Grant(NamedTuple):
-    rule: str  # "" when no policy is loaded
-    max_token_lifetime: int | None
-    extra_claims: dict[str, Any]
-
-
-OPEN_GRANT = Grant(rule="", max_token_lifetime=None, extra_claims={})
-
-
-class Policy(NamedTuple):
-    issuers: dict[str, TrustedIssuer]
-    rules: tuple[Rule, ...]
-    source: str
-
-    def secret_rule(self, client_id: str) -> Rule | None:
-        return next((rule for rule in self.rules
-                     if rule.client_secret and rule.client_secret.client_id == client_id), None)
-
-    def decide(
-        self, client: ClientFacts, scopes: tuple[str, ...], service_account: str | None, audience: str | None
-    ) -> Grant:
-        """The grant of the first rule that matches, or ``OAuthError`` (403) naming what failed."""
-        rule = next((rule for rule in self.rules if _matches(rule, client)), None)
-        if rule is None:
-            raise OAuthError(403, "unauthorized_client",
-                             f"No rule of the token service policy admits this client ({len(self.rules)} rules "
-                             f"checked); ask its operators to add one", Reason.POLICY_DENIED,
-                             audit_labels=(("policy_rule", ""),))
-        allow = rule.allow
-
-        def refuse(what: str) -> OAuthError:
-            return OAuthError(403, "access_denied", f"Policy rule '{rule.name}' does not allow {what}",
-                              Reason.POLICY_DENIED, audit_labels=(("policy_rule", rule.name),))
-
-        denied_scopes = [scope for scope in scopes if scope not in allow.scopes]
-        if denied_scopes:
-            raise refuse(f"the scope {denied_scopes[0]!r}")
-        if service_account and not _any_glob(allow.service_accounts, service_account):
-            raise refuse(f"impersonating {service_account}")
-        if audience and not _any_glob(allow.audiences, audience):
-            raise refuse(f"ID tokens for the audience {audience!r}")
-        return Grant(rule.name, allow.max_token_lifetime, dict(allow.claims))
-
-
-def _matches(rule: Rule, client: ClientFacts) -> bool:
-    if rule.certificate is not None:
-        match = rule.certificate
-        if not client.sha256 or client.flow != "xlb-mtls-client-credentials":
-            return False
-        return (
-            (not match.spiffe_id or _any_glob(match.spiffe_id, client.spiffe_id))
-            and (not match.dns_san or any(_any_glob(match.dns_san, san) for san in client.dns_sans))
-            and (not match.uri_san or any(_any_glob(match.uri_san, san) for san in client.uri_sans))
-            and (not match.sha256 or client.sha256.rstrip("=") in match.sha256)
-        )
-    if rule.assertion is not None:
-        match = rule.assertion
-        return (
-            client.flow == "jwt-bearer"
-            and client.issuer_name == match.issuer
-            and (not match.subject or _any_glob(match.subject, client.subject))
-            and (not match.audience or any(_any_glob(match.audience, aud) for aud in client.audiences))
-            and all(_any_glob(patterns, _claim(client.claims, path)) for path, patterns in match.claims)
-        )
-    if rule.client_secret is not None:
-        return client.flow == "client-secret" and client.secret_client_id == rule.client_secret.client_id
-    return False
-
-
-def _any_glob(patterns: tuple[str, ...], value: str) -> bool:
-    return matches(patterns, value)
-
-
-def _claim(claims: Mapping[str, Any], path: str) -> str:
-    """A claim by ``/``-separated path (``kubernetes.io/namespace``); non-strings as their JSON text."""
-    value: Any = claims
-    for part in path.split("/"):
-        value = value.get(part) if isinstance(value, Mapping) else None
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-# ---- loading -------------------------------------------------------------------------------------
 
 
 class _LineDict(dict):
@@ -323,7 +180,7 @@ def _issuer(checker: _Checker, node: dict, where: str) -> TrustedIssuer | None:
     issuer = checker.text(node, "issuer", where, required=True)
     jwks_uri = checker.text(node, "jwks_uri", where)
     for label, url in (("issuer", issuer), ("jwks_uri", jwks_uri)):
-        if url and not issuer_url_allowed(url):
+        if url and not secure_url(url):
             checker.fail(node, where, f"{label} must be an https URL (plain http only on loopback)")
     jwks = node.get("jwks")
     if jwks is not None and not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"]):
@@ -337,17 +194,6 @@ def _issuer(checker: _Checker, node: dict, where: str) -> TrustedIssuer | None:
         return None
     return TrustedIssuer(name, issuer, jwks_uri, dict(jwks) if jwks else None, single_use is not False,
                          lifetime or DEFAULT_MAX_ASSERTION_LIFETIME)
-
-
-def issuer_url_allowed(url: str) -> bool:
-    """Where an issuer's keys may come from: https, or plain http on loopback (local runs and tests).
-    Also applied to the ``jwks_uri`` an issuer's discovery names, which the policy never saw."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        return False
-    return bool(host) and (parts.scheme == "https" or (parts.scheme == "http" and host in _LOOPBACK))
 
 
 def _rule(checker: _Checker, node: dict, where: str, issuers: dict[str, TrustedIssuer]) -> Rule | None:

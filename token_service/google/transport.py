@@ -30,6 +30,18 @@ from token_service.errors import TokenServiceError, UpstreamUnavailable
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "token-service-python"
 MAX_RESPONSE_BYTES = 1 << 20  # Google's answers are a few KiB; a larger one is a fault, not a token
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def secure_url(url: str) -> bool:
+    """Where the service may send a request: https, or plain http on loopback (local runs and tests).
+    Applied to Google endpoints, policy issuers and the ``jwks_uri`` an issuer's discovery names."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return bool(host) and (parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS))
 
 
 class UpstreamResponse(NamedTuple):

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from token_service.errors import IssuerAnswerInvalid, KeysUnavailable
-from token_service.policy import TrustedIssuer, issuer_url_allowed
-from token_service.upstream import RetryPolicy, UpstreamClient
+from token_service.google.transport import RetryPolicy, UpstreamClient, secure_url
+from token_service.policy import TrustedIssuer
 
 # Whatever the client's own policy: one attempt per URL (a retry would be a second fetch inside the
 # cooldown), and discovery plus JWK set within about the waiters' deadline.
@@ -143,7 +143,7 @@ class JwksCache:
             jwks_uri = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
             if not isinstance(jwks_uri, str):
                 raise IssuerAnswerInvalid("the discovery document names no jwks_uri")
-            if not issuer_url_allowed(jwks_uri):
+            if not secure_url(jwks_uri):
                 raise IssuerAnswerInvalid(f"the discovery document's jwks_uri {jwks_uri[:200]!r} is not https "
                                  "(plain http only on loopback)")
         document = self._get_json(jwks_uri)

@@ -1,60 +1,17 @@
-"""The claims of an issued ID token.
+"""The claims that record how a client proved itself, one shape for every flow.
 
 Names match the predecessor and its documented attribute mapping
 (``google.subject=assertion.client_id``, ``attribute.client_x5_*``), so existing
-workload identity providers keep working. Every ``client`` entry is always
-present (empty when the certificate lacks it) so CEL mappings never fail on a
-missing key. What the client proved adds its own claims (``client`` and ``cnf``
-for a certificate, ``assertion`` for a signed assertion); a policy rule may add
-more.
+workload identity providers keep working. Every token carries ``client`` and
+``assertion`` with every entry present (empty when its flow has none), so CEL
+mappings never fail on a missing key; a certificate adds ``cnf`` (RFC 8705).
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Any, NamedTuple
+from typing import Any
 
-from token_service.mtls import ClientCertificate
-
-
-class IdTokenClaims(NamedTuple):
-    """The registered claims plus the broker's own, as one JSON-ready mapping."""
-
-    payload: dict[str, Any]
-
-    @property
-    def jti(self) -> str:
-        return self.payload["jti"]
-
-    @property
-    def expires_at(self) -> int:
-        return self.payload["exp"]
-
-
-def id_token_claims(
-    *,
-    issuer: str,
-    audience: str,
-    flow: str,
-    client_id: str,
-    issued_at: int,
-    expires_at: int,
-    proof_claims: dict[str, Any],
-    extra_claims: dict[str, Any] | None = None,
-) -> IdTokenClaims:
-    payload: dict[str, Any] = {
-        **(extra_claims or {}),
-        "iss": issuer,
-        "aud": audience,
-        "sub": client_id,
-        "iat": issued_at,
-        "exp": expires_at,
-        "jti": str(uuid.uuid4()),
-        "amr": [flow],
-        "client_id": client_id,
-        **proof_claims,
-    }
-    return IdTokenClaims(payload)
+from token_service.flows.rfc8705_mtls import ClientCertificate
 
 
 def certificate_proof(certificate: ClientCertificate) -> dict[str, Any]:

@@ -12,16 +12,22 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote_plus
 
-from token_service.audit import HttpRequestInfo, Trace
-from token_service.client_secret import ClientCredentials, invalid_client_secret
-from token_service.config import MtlsHeaderNames
 from token_service.errors import OAuthError, Reason, invalid_request
-from token_service.mtls import CertificateHeaders
-from token_service.responses import EXTERNAL_CREDENTIAL_FORMAT, OAUTH_FORMAT, RESPONSE_FORMATS
+from token_service.flows.rfc6749_client_secret import invalid_client_secret
+from token_service.request import (
+    EXTERNAL_CREDENTIAL_FORMAT,
+    OAUTH_FORMAT,
+    RESPONSE_FORMATS,
+    CertificateHeaders,
+    ClientCredentials,
+    HttpRequestInfo,
+    MtlsHeaderNames,
+    TokenRequest,
+    Trace,
+)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 16 * 1024
@@ -37,28 +43,12 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/([0-9]{1,20}))?(?:;o=([01]))?$")
 _LARGEST_SPAN = 2**64 - 1
-_NO_PARAMETERS: Mapping[str, str] = MappingProxyType({})
 
 
 class TokenForm(NamedTuple):
     grant_type: str
     response_format: str
     parameters: dict[str, str]
-
-
-class TokenRequest(NamedTuple):
-    """One POST /token as the layers below the edge see it."""
-
-    certificate: CertificateHeaders  # the load balancer's mTLS headers, as sent
-    http: HttpRequestInfo
-    trace: Trace | None = None
-    grant_type: str = ""
-    response_format: str = OAUTH_FORMAT
-    parameters: Mapping[str, str] = _NO_PARAMETERS
-    # client_secret_basic or client_secret_post; a malformed presentation as its refusal, raised when the
-    # client-secret flow is chosen (after the grant type is checked), as RFC 6749 orders the errors.
-    credentials: ClientCredentials | OAuthError | None = None
-    refusal: OAuthError | None = None  # why the request cannot be answered, found while parsing it
 
 
 def read_token_request(headers: Mapping[str, str], body: bytes, names: MtlsHeaderNames,

@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from token_service.errors import OAuthError
-from token_service.exchange import ExchangedToken
-from token_service.sts import ID_TOKEN_TYPE
+from token_service.google.exchange import ExchangedToken
+from token_service.google.sts import ID_TOKEN_TYPE
+from token_service.request import EXTERNAL_CREDENTIAL_FORMAT
 
-OAUTH_FORMAT = "oauth"
-EXTERNAL_CREDENTIAL_FORMAT = "external_credential"
-RESPONSE_FORMATS = (OAUTH_FORMAT, EXTERNAL_CREDENTIAL_FORMAT)
 EXECUTABLE_RESPONSE_VERSION = 1
 
 

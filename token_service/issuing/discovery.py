@@ -10,17 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from token_service.config import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW, XLB_MTLS_FLOW
+from token_service.flows import FLOW_METADATA
 
-JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # RFC 7523 section 2.1
-
-# What each flow adds to the metadata: (grant type, token endpoint auth methods). A jwt-bearer
-# assertion is the grant itself, not a way for a client to authenticate.
-FLOW_METADATA = {
-    XLB_MTLS_FLOW: ("client_credentials", ("tls_client_auth",)),
-    CLIENT_SECRET_FLOW: ("client_credentials", ("client_secret_basic", "client_secret_post")),
-    JWT_BEARER_FLOW: (JWT_BEARER_GRANT, ()),
-}
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 

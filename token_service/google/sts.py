@@ -11,7 +11,7 @@ from typing import NamedTuple
 from urllib.parse import urlencode
 
 from token_service.errors import StsRefused, UpstreamUnavailable
-from token_service.upstream import UpstreamClient, UpstreamResponse
+from token_service.google.transport import UpstreamClient, UpstreamResponse
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"

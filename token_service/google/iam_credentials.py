@@ -15,9 +15,11 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 from token_service.errors import IamRefused, UpstreamUnavailable
-from token_service.upstream import UpstreamClient, UpstreamResponse, bearer
+from token_service.google.transport import UpstreamClient, UpstreamResponse, bearer
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# https://cloud.google.com/iam/docs/service-accounts-create#creating: the account id, then the project's domain.
+SERVICE_ACCOUNT_EMAIL = r"[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,200}\.gserviceaccount\.com"
 
 
 class ServiceAccountToken(NamedTuple):

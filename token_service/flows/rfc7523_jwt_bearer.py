@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import jwt
 
 from token_service.errors import KeysUnavailable, OAuthError, Reason, invalid_grant, temporarily_unavailable
-from token_service.jwks_cache import JwksCache
+from token_service.flows.issuer_keys import JwksCache
+from token_service.flows.subjects import assertion_subject
 from token_service.policy import Policy, TrustedIssuer
-from token_service.subjects import assertion_subject
 
 MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
