@@ -1,5 +1,5 @@
 """Every refusal reason, provoked end to end, with the audit line and the client's error checked;
-and the README's troubleshooting queries checked against the audit lines these attempts wrote."""
+and the documented troubleshooting queries (README and docs/) checked against the audit lines these attempts wrote."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from tests.e2e.conftest import JWT_BEARER, SCOPE
 from tests.support import verified_headers
 from token_service.errors import Reason
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[2]
+TROUBLESHOOTING = (ROOT / "docs" / "troubleshooting.md").read_text()
+# Every page a user reads: the queries they copy from any of them must match real audit lines.
+DOCUMENTATION = "\n".join(path.read_text() for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
 SEEN_LABELS: list[dict[str, str]] = []
 
 
@@ -140,22 +143,24 @@ def test_each_reason_end_to_end(reason, stack, spiffe_stack, uri_stack, policy_s
 
 
 def test_every_reason_has_a_troubleshooting_row():
-    table = README[README.index("## Troubleshooting"):README.index("**When the function never saw the request.**")]
+    table = TROUBLESHOOTING[TROUBLESHOOTING.index("## Refusal reasons"):
+                            TROUBLESHOOTING.index("## When the function never saw the request")]
     for reason in Reason:
         assert f"`{reason.value}`" in table, reason
 
 
 def test_readme_queries_use_labels_that_real_audit_lines_have(stack):
-    """The label names (and reason values) in the README's queries exist in real audit lines."""
+    """The label names (and reason values) in the documented queries exist in real audit lines."""
     assert SEEN_LABELS, "run with the end-to-end reasons test"
     issued = stack.post_token(data={"grant_type": "client_credentials", "scope": SCOPE,
                                     "service_account": WORKLOAD_SERVICE_ACCOUNT})[1]
-    queries = re.findall(r'(?<![\w.])labels\.("?[\w/.-]+"?)="([^"]*)"', README)
+    assert len(re.findall(r'(?<![\w.])labels\.reason="', TROUBLESHOOTING)) > 20
+    queries = re.findall(r'(?<![\w.])labels\.("?[\w/.-]+"?)="([^"]*)"', DOCUMENTATION)
     assert len(queries) > 20
     names_seen = set().union(*(labels.keys() for labels in SEEN_LABELS)) | set(
         issued["logging.googleapis.com/labels"])
     for name, value in queries:
         name = name.strip('"')
-        assert name in names_seen, f"README queries labels.{name}, which no audit line has"
+        assert name in names_seen, f"the documentation queries labels.{name}, which no audit line has"
         if name == "reason":
             assert value in {reason.value for reason in Reason}, value
