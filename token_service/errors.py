@@ -176,3 +176,10 @@ def invalid_grant(description: str, reason: Reason) -> OAuthError:
 
 def server_error(description: str, reason: Reason = Reason.INTERNAL_ERROR) -> OAuthError:
     return OAuthError(500, "server_error", description, reason)
+
+
+def upstream_unavailable(failure: UpstreamUnavailable) -> OAuthError:
+    """Google (or an issuer) out of reach within the retry budget, as the client sees it."""
+    return temporarily_unavailable(
+        f"{failure.service} is unavailable; retry after {failure.retry_after} s", failure.retry_after
+    )

@@ -28,11 +28,12 @@ from token_service.errors import (
     invalid_grant,
     invalid_request,
     server_error,
+    upstream_unavailable,
 )
 from token_service.flows import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW
 from token_service.flows.authentication import AuthenticatedClient, Authenticator
 from token_service.flows.rfc6749_client_secret import SecretAuthenticator
-from token_service.google.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request, unavailable
+from token_service.google.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request
 from token_service.google.iam_credentials import IamCredentialsClient
 from token_service.google.sts import StsClient
 from token_service.google.transport import RetryPolicy, UpstreamClient
@@ -188,7 +189,7 @@ class TokenService:
                 Reason.SIGNING_FAILED,
             ), audit_labels=(("signing_error", str(failure)[:500]),)) from None
         except UpstreamUnavailable as failure:
-            raise unavailable(failure) from None
+            raise upstream_unavailable(failure) from None
         return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at, jti=claims.jti)
 
 

@@ -10,7 +10,6 @@ follow the load balancer's documented variables
 from __future__ import annotations
 
 import base64
-import functools
 import re
 from datetime import datetime
 from typing import NamedTuple
@@ -72,28 +71,18 @@ def authenticate(reported: CertificateHeaders, names: MtlsHeaderNames, now: date
             Reason.CERTIFICATE_ERROR,
         )
 
-    certificate = _reported_certificate((reported.sha256_fingerprint, reported.serial_number, reported.spiffe_id,
-                                         reported.dnsname_sans, reported.uri_sans, reported.valid_not_before,
-                                         reported.valid_not_after), names)
-    _check_validity(certificate, now)
-    return _with_client_id(certificate, names)
-
-
-# A client presents the same certificate, so the same header values, on every request. The parse
-# depends on the values alone (the time is checked after it), and a refusal is never cached.
-@functools.lru_cache(maxsize=1024)
-def _reported_certificate(values: tuple[str | None, ...], names: MtlsHeaderNames) -> ClientCertificate:
-    fingerprint, serial, spiffe_id, dns_sans, uri_sans, not_before, not_after = values
-    return ClientCertificate(
-        client_id="",
-        sha256_fingerprint=_fingerprint(fingerprint, names.sha256_fingerprint),
-        serial_number=_printable(serial, names.serial_number),
-        spiffe_id=_spiffe_id(spiffe_id, names.spiffe_id),
-        dns_sans=_san_list(dns_sans, names.dnsname_sans, dns=True),
-        uri_sans=_san_list(uri_sans, names.uri_sans, dns=False),
-        not_before=_timestamp(not_before, names.valid_not_before),
-        not_after=_timestamp(not_after, names.valid_not_after),
-    )
+    fingerprint = _fingerprint(reported.sha256_fingerprint, names.sha256_fingerprint)
+    serial = _printable(reported.serial_number, names.serial_number)
+    spiffe_id = _spiffe_id(reported.spiffe_id, names.spiffe_id)
+    dns_sans = _san_list(reported.dnsname_sans, names.dnsname_sans, dns=True)
+    uri_sans = _san_list(reported.uri_sans, names.uri_sans, dns=False)
+    not_before = _timestamp(reported.valid_not_before, names.valid_not_before)
+    not_after = _timestamp(reported.valid_not_after, names.valid_not_after)
+    _check_validity(not_before, not_after, now)
+    by_header = {names.sha256_fingerprint: fingerprint, names.spiffe_id: spiffe_id,
+                 names.dnsname_sans: dns_sans[0] if dns_sans else "", names.uri_sans: uri_sans[0] if uri_sans else ""}
+    client_id = _client_id(by_header[names.client_id], names)
+    return ClientCertificate(client_id, fingerprint, serial, spiffe_id, dns_sans, uri_sans, not_before, not_after)
 
 
 def parse_san_header(value: str, *, dns: bool) -> tuple[str, ...]:
@@ -114,14 +103,8 @@ def parse_san_header(value: str, *, dns: bool) -> tuple[str, ...]:
     return sans
 
 
-def _with_client_id(certificate: ClientCertificate, names: MtlsHeaderNames) -> ClientCertificate:
-    by_header = {
-        names.sha256_fingerprint: certificate.sha256_fingerprint,
-        names.spiffe_id: certificate.spiffe_id,
-        names.dnsname_sans: certificate.dns_sans[0] if certificate.dns_sans else "",
-        names.uri_sans: certificate.uri_sans[0] if certificate.uri_sans else "",
-    }
-    client_id = by_header[names.client_id]
+def _client_id(client_id: str, names: MtlsHeaderNames) -> str:
+    """The value of the MTLS_HEADER_CLIENT_ID header, if it can name a client (a subject WIF accepts)."""
     if not client_id:
         raise invalid_client(
             f"The client certificate was verified, but {names.client_id} (configured as "
@@ -142,20 +125,20 @@ def _with_client_id(certificate: ClientCertificate, names: MtlsHeaderNames) -> C
             "only another flow's subjects do: it would share their Google principal",
             Reason.CLIENT_ID_RESERVED,
         )
-    return certificate._replace(client_id=client_id)
+    return client_id
 
 
-def _check_validity(certificate: ClientCertificate, now: datetime) -> None:
+def _check_validity(not_before: datetime | None, not_after: datetime | None, now: datetime) -> None:
     # The load balancer already refuses expired chains; checking again costs
     # nothing and keeps a stale or forged header from minting tokens.
-    if certificate.not_after is not None and now >= certificate.not_after:
+    if not_after is not None and now >= not_after:
         raise invalid_client(
-            f"The client certificate expired at {certificate.not_after.isoformat()}",
+            f"The client certificate expired at {not_after.isoformat()}",
             Reason.CERTIFICATE_EXPIRED,
         )
-    if certificate.not_before is not None and now < certificate.not_before:
+    if not_before is not None and now < not_before:
         raise invalid_client(
-            f"The client certificate is not valid before {certificate.not_before.isoformat()}",
+            f"The client certificate is not valid before {not_before.isoformat()}",
             Reason.CERTIFICATE_NOT_YET_VALID,
         )
 

@@ -11,24 +11,22 @@ refused and what to check; Google being unavailable becomes 503 with
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import threading
 import time
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from token_service.errors import (
     IamRefused,
-    OAuthError,
     Reason,
     StsRefused,
     UpstreamUnavailable,
     access_denied,
     invalid_request,
     temporarily_unavailable,
+    upstream_unavailable,
 )
 from token_service.google.iam_credentials import SERVICE_ACCOUNT_EMAIL, IamCredentialsClient
 from token_service.google.sts import ACCESS_TOKEN_TYPE, ID_TOKEN_TYPE, StsClient
@@ -129,7 +127,7 @@ class GoogleExchange:
                 Reason.STS_REFUSED, {"upstream": "sts", "upstream_status": str(refusal.status)}, refusal.body,
             ) from None
         except UpstreamUnavailable as failure:
-            raise unavailable(failure) from None
+            raise upstream_unavailable(failure) from None
         if not impersonating:
             return ExchangedToken(
                 federated.access_token, ACCESS_TOKEN_TYPE, federated.expires_in, federated.scope,
@@ -156,22 +154,18 @@ class GoogleExchange:
                 {**audit, "upstream": "iam", "upstream_status": str(refusal.status)}, refusal.body,
             ) from None
         except UpstreamUnavailable as failure:
-            raise unavailable(failure) from None
+            raise upstream_unavailable(failure) from None
         return ExchangedToken(
             granted.token, ACCESS_TOKEN_TYPE, max(0, granted.expires_at - int(time.time())),
             " ".join(request.scopes), f"an access token of {request.service_account}", audit,
         )
 
 
-def unavailable(failure: UpstreamUnavailable) -> OAuthError:
-    return temporarily_unavailable(
-        f"{failure.service} is unavailable; retry after {failure.retry_after} s", failure.retry_after
-    )
+def _seconds_left(id_token: str) -> int:
+    """How long an ID token Google just signed stays valid (its signature is Google's business)."""
+    import jwt  # only the service-account ID token path needs it
 
-
-def _seconds_left(jwt_token: str) -> int:
     try:
-        payload: Any = json.loads(base64.urlsafe_b64decode(jwt_token.split(".")[1] + "=="))
-        return max(0, int(payload["exp"]) - int(time.time()))
-    except (IndexError, ValueError, KeyError, TypeError):
+        return max(0, int(jwt.decode(id_token, options={"verify_signature": False})["exp"]) - int(time.time()))
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
         return 0

@@ -2,7 +2,7 @@
 
 On Cloud Functions the token comes from the metadata server, asked directly
 through the pooled upstream client: google-auth would find the same token but
-imports ``requests`` to do it (0.1-0.2 s of every cold start). Anywhere else
+imports ``requests`` to do it, which lengthens every cold start. Anywhere else
 (a local run with ``TOKEN_SIGNER=iam``), google-auth's Application Default
 Credentials find it: a key file, gcloud's login, or the metadata server.
 """

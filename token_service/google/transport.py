@@ -3,8 +3,8 @@
 Kept-alive connections per origin, shared by every thread: after warm-up a
 request reuses one instead of opening a new TCP/TLS connection. Built on the
 standard library's ``http.client``, which the server stack has already
-imported: urllib3 cost 50-100 ms to import and about 0.2 ms of CPU per call
-more, on every exchange. Every call has explicit timeouts and a cap on the
+imported: urllib3 would lengthen every cold start and every exchange
+(docs/performance.md). Every call has explicit timeouts and a cap on the
 answer's size. Retries (full jitter, exponential) happen only on 429, 5xx,
 timeouts and connection failures, and stop when the total budget is spent.
 """

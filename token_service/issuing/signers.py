@@ -70,7 +70,7 @@ class LocalKeySigner:
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
         try:
             with open(path, "rb") as pem:
-                # cryptography's RSA validation costs ~30 ms of every cold start; the self-test
+                # cryptography's RSA validation lengthens every cold start; the self-test
                 # in __init__ catches what matters here, a key that signs wrongly.
                 key = serialization.load_pem_private_key(pem.read(), password=None,
                                                          unsafe_skip_rsa_key_validation=True)
