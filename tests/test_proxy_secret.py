@@ -117,7 +117,7 @@ def test_a_custom_header_name(environ, rsa_key, audit):
 
 def test_without_configured_secrets_nothing_is_checked(service):
     # A local run without the gateway's secret (make run always sets one); on Google config refuses this.
-    assert not service.proxy_secret.enabled
+    assert not ProxySecretCheck(service.settings.proxy_secret).enabled
     assert dispatch(service, token_request(None)).status == 200
 
 

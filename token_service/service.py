@@ -18,7 +18,6 @@ from typing import IO, Any, NamedTuple
 from token_service.audit import AttemptFacts, AuditRecord, AuditWriter, audit_writer, token_attempt
 from token_service.compact_json import compact_json
 from token_service.config import Settings, load_settings
-from token_service.edge.proxy_secret import ProxySecretCheck
 from token_service.errors import (
     OAuthError,
     Reason,
@@ -86,7 +85,6 @@ class TokenService:
         self._policy = policy
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._names = settings.mtls_headers
-        self.proxy_secret = ProxySecretCheck(settings.proxy_secret)
         self.discovery_json = compact_json(
             discovery_document(
                 issuer=settings.issuer,

@@ -13,7 +13,7 @@ from typing import NamedTuple
 from token_service.compact_json import compact_json
 from token_service.edge.parsing import may_wait as token_may_wait
 from token_service.edge.parsing import parse_trace, read_token_request
-from token_service.edge.proxy_secret import not_through_load_balancer
+from token_service.edge.proxy_secret import ProxySecretCheck, not_through_load_balancer
 from token_service.issuing.discovery import DISCOVERY_PATH
 from token_service.request import CertificateHeaders, HttpRequestInfo, TokenRequest
 from token_service.service import TokenResult, TokenService
@@ -48,7 +48,7 @@ def route(service: TokenService, request: HttpRequest) -> HttpResponse | TokenRe
     """The answer, when it is known from memory, or the parsed token request to answer."""
     # Before anything else, on every path: a caller that bypassed the load balancer controls every
     # header, and none of them means anything until the load balancer's secret says it sent them.
-    check = service.proxy_secret
+    check = ProxySecretCheck(service.settings.proxy_secret)
     admitted = check.admits(request.headers)
     request = request._replace(headers=check.without_secret(request.headers))
     if not admitted:
@@ -83,7 +83,7 @@ def may_wait(service: TokenService, request: HttpRequest) -> bool:
     that uses this answer calls ``route`` once and ``token_request.may_wait`` itself."""
     if request.path != "/token" or request.method.upper() != "POST":
         return False
-    if not service.proxy_secret.admits(request.headers):
+    if not ProxySecretCheck(service.settings.proxy_secret).admits(request.headers):
         return False  # refused from memory: a flood that bypasses the load balancer never takes a thread
     routed = route(service, request)
     return isinstance(routed, TokenRequest) and token_may_wait(routed, service.signer.signs_in_process)
