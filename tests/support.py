@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
+import threading
 
 ISSUER = "https://token.example.net"
 FINGERPRINT = base64.b64encode(hashlib.sha256(b"certificate").digest()).decode().rstrip("=")
@@ -43,3 +45,28 @@ def authenticate(headers, names, now):
     from token_service.flows import rfc8705_mtls as mtls
 
     return mtls.authenticate(mtls.CertificateHeaders.read(headers, names), names, now)
+
+
+class HangingIssuer:
+    """Accepts connections and never answers; counts them."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connections = 0
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                return
+            self.connections += 1
+            self._held.append(connection)
+
+    def close(self) -> None:
+        self._socket.close()
+        for connection in self._held:
+            connection.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import socket
 import socketserver
 import threading
 import time
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
+from tests.support import HangingIssuer
 from token_service.errors import OAuthError, Reason
 from token_service.flows.issuer_keys import JwksCache
 from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
@@ -29,31 +29,6 @@ from token_service.policy import parse_policy
 
 BROKER = "https://token.example.net"
 AUDIENCES = (BROKER, f"{BROKER}/token")
-
-
-class HangingIssuer:
-    """Accepts connections and never answers; counts them."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self.connections = 0
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._held.append(connection)
-
-    def close(self) -> None:
-        self._socket.close()
-        for connection in self._held:
-            connection.close()
 
 
 class ScriptedIssuer:

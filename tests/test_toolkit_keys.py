@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import http.server
 import json
-import socket
 import socketserver
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from werkzeug.test import Client
 
 from devtools.oidc_issuer import LocalIssuer
+from tests.support import HangingIssuer
 from workload_toolkit import BearerTokenMiddleware, IssuerKeys, trusted_issuer
 from workload_toolkit.keys import MAX_DOCUMENT_BYTES, KeysUnavailable
 
@@ -55,31 +55,6 @@ class ScriptedIssuer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-class HangingIssuer:
-    """Accepts connections and never answers; counts them."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
-        self.connections = 0
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            self._held.append(connection)
-
-    def close(self) -> None:
-        self._socket.close()
-        for connection in self._held:
-            connection.close()
 
 
 @pytest.fixture
