@@ -134,21 +134,22 @@ class FunctionProcess:
 
 
 def start_function(
-    env: Mapping[str, str], port: int, *, stdout=None, stderr=None, ready_timeout: float = 30.0
+    env: Mapping[str, str], port: int, *, stdout=None, stderr=None, ready_timeout: float = 30.0, root: Path = ROOT
 ) -> FunctionProcess:
-    """Run main.py under functions-framework (gunicorn, not --debug) and wait until it answers."""
+    """Run ``root``'s main.py under functions-framework (gunicorn, not --debug) and wait until it answers;
+    another ``root`` (a checkout of another commit) lets a bench compare two versions."""
     # Only the given settings reach the function: nothing from the developer's shell leaks in
     # (a GOOGLE_APPLICATION_CREDENTIALS there would change who the IAM signer is).
     inherited = {name: os.environ[name] for name in ("PATH", "HOME", "LANG", "TZ") if name in os.environ}
     command = [
         str(Path(sys.executable).parent / "functions-framework"),
-        "--target=handle_request", f"--source={ROOT / 'main.py'}",
+        "--target=handle_request", f"--source={root / 'main.py'}",
         "--host=127.0.0.1", f"--port={port}",
     ]
     # Its own process group, so a terminal's Ctrl-C reaches only whoever started it, which stops it in
     # order; and it dies with its starter, whose SIGKILL leaves no chance to stop it.
     process = subprocess.Popen(
-        command, cwd=ROOT, env={**inherited, **env}, stdout=stdout, stderr=stderr,
+        command, cwd=root, env={**inherited, **env}, stdout=stdout, stderr=stderr,
         process_group=0, preexec_fn=_die_with_parent,
     )
     function = FunctionProcess(process, port)

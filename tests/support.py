@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import socket
+import socketserver
 import threading
+from collections.abc import Callable
+from typing import Any
 
 ISSUER = "https://token.example.net"
 FINGERPRINT = base64.b64encode(hashlib.sha256(b"certificate").digest()).decode().rstrip("=")
@@ -70,3 +74,33 @@ class HangingIssuer:
         self._socket.close()
         for connection in self._held:
             connection.close()
+
+
+class ScriptedIssuer:
+    """Answers every GET with whatever ``answer(path)`` returns: (status, body bytes)."""
+
+    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
+        self.answer = answer
+        self.requests = 0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.requests += 1
+                status, body = owner.answer(self.path)
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import socketserver
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import jwt
 import pytest
@@ -20,7 +16,7 @@ from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from devtools.oidc_issuer import LocalIssuer
-from tests.support import HangingIssuer
+from tests.support import HangingIssuer, ScriptedIssuer
 from token_service.errors import OAuthError, Reason
 from token_service.flows.issuer_keys import JwksCache
 from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
@@ -29,36 +25,6 @@ from token_service.policy import parse_policy
 
 BROKER = "https://token.example.net"
 AUDIENCES = (BROKER, f"{BROKER}/token")
-
-
-class ScriptedIssuer:
-    """Answers every GET with whatever ``answer(path)`` returns: (status, body bytes)."""
-
-    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
-        self.answer = answer
-        self.requests = 0
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests += 1
-                status, body = owner.answer(self.path)
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def unsigned_assertion(issuer_url: str, kid: str = "nope") -> str:

@@ -46,8 +46,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.support import FINGERPRINT, ISSUER, authenticate, b64, verified_headers
-from tests.test_jwks_cache import ScriptedIssuer
+from tests.support import FINGERPRINT, ISSUER, ScriptedIssuer, authenticate, b64, verified_headers
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
 from token_service.edge.dispatch import HttpRequest, HttpResponse, dispatch
@@ -306,12 +305,20 @@ def render(members: dict[str, str]) -> str:
 
 
 def depth(document: Any) -> int:
-    deepest, pending = 0, [(document, 1)]
-    while pending:
-        value, level = pending.pop()
-        if isinstance(value, dict | list):
+    """How deep arrays and objects nest, read off the JSON text (unlike the verifier's walk of the
+    decoded value): the most brackets open at once outside strings."""
+    deepest = level = 0
+    in_string = escaped = False
+    for char in json.dumps(document):
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            level += 1
             deepest = max(deepest, level)
-            pending.extend((item, level + 1) for item in (value.values() if isinstance(value, dict) else value))
+        elif char in "]}":
+            level -= 1
     return deepest
 
 

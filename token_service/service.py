@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
 from token_service.audit import AttemptFacts, AuditRecord, AuditWriter, audit_writer, token_attempt
-from token_service.compact_json import compact_json
 from token_service.config import Settings, load_settings
 from token_service.errors import (
     OAuthError,
@@ -85,16 +84,13 @@ class TokenService:
         self._policy = policy
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._names = settings.mtls_headers
-        self.discovery_json = compact_json(
-            discovery_document(
-                issuer=settings.issuer,
-                jwks_uri=signer.jwks_uri(settings.issuer),
-                algorithm=signer.algorithm,
-                enabled_flows=settings.auth_flows,
-            )
+        self.discovery = discovery_document(
+            issuer=settings.issuer,
+            jwks_uri=signer.jwks_uri(settings.issuer),
+            algorithm=signer.algorithm,
+            enabled_flows=settings.auth_flows,
         )
-        jwks = signer.public_jwks()
-        self.jwks_json = compact_json(jwks) if jwks is not None else None
+        self.jwks = signer.public_jwks()
 
     def token(self, request: TokenRequest) -> TokenOutcome:
         """Answer one POST /token; the outcome holds the response and the attempt's audit record."""

@@ -9,12 +9,12 @@ each is cut to fit one atomic pipe write. ``writers`` turns records into lines.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple, Protocol
 
-from token_service.compact_json import compact_json_text
 from token_service.errors import OAuthError
 from token_service.request import HttpRequestInfo, Trace
 
@@ -26,7 +26,6 @@ QUERIED_VALUE_LIMIT = 128
 HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
 # What JSON escapes (ensure_ascii also escapes every non-ASCII character).
-_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 
 
 class AuditRecord(NamedTuple):
@@ -147,12 +146,12 @@ def _encoded_size(record: AuditRecord) -> int:
              *(str(value) for value in record.fields.values())]
     if record.http_request is not None:
         texts += record.http_request
-    joined = "".join(texts)
-    if joined.isascii() and not _JSON_ESCAPED.search(joined):
-        # The common line has nothing to escape: its size is the characters, a pair of quotes and a
-        # comma each, and the brackets, without paying for an encoding on every request.
-        return len(joined) + 3 * len(texts) + 1
-    return len(compact_json_text(texts))
+    return len(json_line(texts))
+
+
+def json_line(document: Any) -> str:
+    """The one encoding of an audit line: compact, ASCII (a character beyond it is escaped)."""
+    return json.dumps(document, separators=(",", ":"))
 
 
 def bounded(value: str, limit: int = LABEL_VALUE_LIMIT) -> str:

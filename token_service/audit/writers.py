@@ -1,8 +1,10 @@
 """Audit records as lines: Cloud Logging's structured JSON on standard output.
 
-Two writers produce the same entry: ``JsonLineWriter`` (no dependencies) and
-``CloudLoggingWriter`` (google-cloud-logging's ``StructuredLogHandler``), whose
-heavy import runs in the background (``BackgroundLoader``).
+Two writers produce the same entry: ``CloudLoggingWriter`` (google-cloud-logging's
+``StructuredLogHandler``, whose heavy import runs in the background) and ``JsonLineWriter``,
+which replaces it where its cost shows: it writes while that import runs, and as the default
+it spares the handler's 35-40 µs a line, about 5 % of a locally signed ID token
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ import sys
 import threading
 from typing import IO, Any
 
-from token_service.audit.record import AuditRecord, AuditWriter, bounded
+from token_service.audit.record import AuditRecord, AuditWriter, bounded, json_line
 from token_service.background import BackgroundLoader
-from token_service.compact_json import compact_json_text
 from token_service.request import Trace
 
 
@@ -37,7 +38,7 @@ class JsonLineWriter:
             entry.update(_trace_fields(record.trace, self._project_id))
         if record.http_request is not None:
             entry["httpRequest"] = _http_request(record)
-        line = compact_json_text(entry) + "\n"
+        line = json_line(entry) + "\n"
         stream = self._stream or sys.stdout
         with self._lock:
             stream.write(line)

@@ -7,10 +7,10 @@ nothing below this module sees HTTP.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from token_service.compact_json import compact_json
 from token_service.edge.parsing import may_wait as token_may_wait
 from token_service.edge.parsing import parse_trace, read_token_request
 from token_service.edge.proxy_secret import ProxySecretCheck, not_through_load_balancer
@@ -66,9 +66,9 @@ def route(service: TokenService, request: HttpRequest) -> HttpResponse | TokenRe
                                   _request_info(request, method))
     if path == "/":
         return HttpResponse(307, (("Location", service.settings.issuer + DISCOVERY_PATH),), b"")
-    document = service.discovery_json if path == DISCOVERY_PATH else service.jwks_json
+    document = service.discovery if path == DISCOVERY_PATH else service.jwks
     assert document is not None
-    return HttpResponse(200, (("Content-Type", JSON), PUBLIC_CACHE), b"" if method == "HEAD" else document)
+    return HttpResponse(200, (("Content-Type", JSON), PUBLIC_CACHE), b"" if method == "HEAD" else _json(document))
 
 
 def answer_token(service: TokenService, request: TokenRequest) -> HttpResponse:
@@ -101,7 +101,7 @@ def _not_through_load_balancer(service: TokenService, request: HttpRequest) -> H
 
 
 def _json_response(result: TokenResult) -> HttpResponse:
-    return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), compact_json(result.body))
+    return HttpResponse(result.status, (("Content-Type", JSON), *result.headers), _json(result.body))
 
 
 def _request_info(request: HttpRequest, method: str) -> HttpRequestInfo:
@@ -116,7 +116,7 @@ def _request_info(request: HttpRequest, method: str) -> HttpRequestInfo:
 def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None:
     if path == "/token":
         return ("POST",)
-    if path in ("/", DISCOVERY_PATH) or (path in JWKS_PATHS and service.jwks_json is not None):
+    if path in ("/", DISCOVERY_PATH) or (path in JWKS_PATHS and service.jwks is not None):
         return ("GET", "HEAD")
     return None
 
@@ -124,5 +124,9 @@ def _allowed_methods(service: TokenService, path: str) -> tuple[str, ...] | None
 def _error(
     status: int, error: str, description: str, headers: tuple[tuple[str, str], ...] = ()
 ) -> HttpResponse:
-    body = compact_json({"error": error, "error_description": description})
+    body = _json({"error": error, "error_description": description})
     return HttpResponse(status, (("Content-Type", JSON), *headers), body)
+
+
+def _json(document: object) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode("ascii")

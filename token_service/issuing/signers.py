@@ -15,11 +15,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from token_service.compact_json import compact_json, compact_json_text
 from token_service.config import GoogleSettings, SignerSettings
 from token_service.errors import ConfigurationError, CredentialsUnavailable, IamRefused, MalformedValue, SigningError
 from token_service.google import metadata
@@ -28,10 +27,6 @@ from token_service.google.runtime_credentials import RuntimeCredentials, runtime
 from token_service.google.transport import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
-# Stateless, so built once instead of for every token (and shared by the key's self-test).
-_PKCS1V15 = padding.PKCS1v15()
-_SHA256 = hashes.SHA256()
-_ECDSA_SHA256 = ec.ECDSA(_SHA256)
 
 
 class Signer(Protocol):
@@ -60,11 +55,11 @@ class LocalKeySigner:
         _check_key(private_key, algorithm)
         self.algorithm = algorithm
         self._private_key = private_key
-        _self_test(private_key)
+        _self_test(private_key, algorithm)
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
-        self._header = _b64(compact_json({"alg": algorithm, "kid": self.key_id, "typ": "JWT"}))
+        self._header = {"kid": self.key_id}
 
     @classmethod
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
@@ -83,15 +78,7 @@ class LocalKeySigner:
         return cls(key, algorithm)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        # RFC 7515 compact serialization; the header is fixed, so it is encoded once.
-        signing_input = self._header + b"." + _b64(compact_json(dict(claims)))
-        key = self._private_key
-        if isinstance(key, rsa.RSAPrivateKey):
-            signature = key.sign(signing_input, _PKCS1V15, _SHA256)
-        else:  # ES256: the JWS form of an ECDSA signature is r || s, 32 bytes each
-            r, s = decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
-            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-        return (signing_input + b"." + _b64(signature)).decode("ascii")
+        return jwt.encode(dict(claims), self._private_key, algorithm=self.algorithm, headers=self._header)
 
     def jwks_uri(self, issuer: str) -> str:
         return f"{issuer}/jwks"
@@ -121,7 +108,7 @@ class IamSigner:
     def sign(self, claims: Mapping[str, Any]) -> str:
         try:
             return self._iam.sign_jwt(self.service_account, self._credentials.access_token(),
-                                      compact_json_text(dict(claims)))
+                                      json.dumps(dict(claims), separators=(",", ":")))
         except CredentialsUnavailable as error:
             raise SigningError(str(error)) from None
         except IamRefused as refusal:
@@ -185,19 +172,11 @@ def _b64(data: bytes) -> bytes:
 
 
 
-def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str) -> None:
     """Sign and verify once: a corrupt key fails here, not in every token."""
-    from cryptography.exceptions import InvalidSignature
-
-    message = b"token-service key self-test"
     try:
-        if isinstance(private_key, rsa.RSAPrivateKey):
-            signature = private_key.sign(message, _PKCS1V15, _SHA256)
-            private_key.public_key().verify(signature, message, _PKCS1V15, _SHA256)
-        else:
-            signature = private_key.sign(message, _ECDSA_SHA256)
-            private_key.public_key().verify(signature, message, _ECDSA_SHA256)
-    except (InvalidSignature, ValueError):
+        jwt.decode(jwt.encode({}, private_key, algorithm=algorithm), private_key.public_key(), algorithms=[algorithm])
+    except (jwt.InvalidSignatureError, ValueError):
         raise ValueError("the key fails a sign-and-verify self-test (corrupt key)") from None
 
 
