@@ -10,7 +10,8 @@ serves with uvicorn workers instead of Flask on gunicorn's threads: about a
 quarter of the framework's cost per request. Requests that answer from memory
 (discovery, JWKS, refusals, ID tokens signed with a local key) run on the event
 loop; requests that may wait on the network or on slow hashing run on a pool of
-``THREADS`` threads per worker, so a slow Google never stalls the loop. Audit
+``THREADS`` threads per worker, so a slow Google never stalls the loop; past
+``MAX_WAITING_REQUESTS`` of those, the next is answered 503 at once. Audit
 lines leave through ``log_pipe.BatchedLines``: the requests answered in one loop
 iteration share a pipe write.
 """
@@ -33,6 +34,8 @@ from token_service import (
     ConfigurationError,
     HttpRequest,
     HttpResponse,
+    WaitingRequests,
+    answer_busy,
     answer_token,
     client_ip,
     may_wait,
@@ -55,7 +58,8 @@ def _start():
 
 SERVICE = _start()
 # Threads start on first use, so none exists yet when gunicorn forks the workers.
-WAITING_REQUESTS = ThreadPoolExecutor(max_workers=SERVICE.settings.threads, thread_name_prefix="waiting-request")
+WAITING_THREADS = ThreadPoolExecutor(max_workers=SERVICE.settings.threads, thread_name_prefix="waiting-request")
+WAITING_REQUESTS = WaitingRequests(SERVICE.settings.max_waiting_requests)
 
 
 @functions_framework.aio.http
@@ -76,8 +80,14 @@ async def handle_request(request: Request) -> Response:
     if isinstance(routed, HttpResponse):
         response = routed
     elif may_wait(routed, SERVICE.signer.signs_in_process):
-        loop = asyncio.get_running_loop()
-        response = await loop.run_in_executor(WAITING_REQUESTS, answer_token, SERVICE, routed)
+        if not WAITING_REQUESTS.enter():
+            response = answer_busy(SERVICE, routed)
+        else:
+            try:
+                response = await asyncio.get_running_loop().run_in_executor(WAITING_THREADS, answer_token,
+                                                                            SERVICE, routed)
+            finally:
+                WAITING_REQUESTS.leave()
     else:
         response = answer_token(SERVICE, routed)
     return Response(response.body, response.status, headers=dict(response.headers))

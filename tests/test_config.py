@@ -162,6 +162,19 @@ def test_service_account_token_lifetime_is_capped_at_one_hour(environ, lifetime)
     assert any("SERVICE_ACCOUNT_TOKEN_LIFETIME" in problem for problem in problems(environ))
 
 
+@pytest.mark.parametrize("limit", ["0", "-3", "ten", "10001", "2.5"])
+def test_waiting_request_limit_is_a_whole_number_in_range(environ, limit):
+    environ["MAX_WAITING_REQUESTS"] = limit
+    assert any("MAX_WAITING_REQUESTS" in problem for problem in problems(environ))
+
+
+def test_waiting_request_limit_defaults_to_the_threads(environ):
+    environ["THREADS"] = "96"
+    assert load_settings(environ).max_waiting_requests == 96
+    environ["MAX_WAITING_REQUESTS"] = "400"
+    assert load_settings(environ).max_waiting_requests == 400
+
+
 NEW_SECRET = "n" * 24 + "0123456789abcdef-_NEWSECRET"
 OLD_SECRET = "0f" * 32  # deploy.sh's shape: 64 hex digits
 

@@ -41,6 +41,7 @@ class Reason(enum.StrEnum):
     STS_REFUSED = "sts_refused"
     IMPERSONATION_REFUSED = "impersonation_refused"
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    INSTANCE_BUSY = "instance_busy"
     SIGNING_FAILED = "signing_failed"
     INTERNAL_ERROR = "internal_error"
     NOT_THROUGH_LOAD_BALANCER = "not_through_load_balancer"

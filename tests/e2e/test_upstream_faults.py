@@ -115,3 +115,29 @@ def test_a_signing_key_google_no_longer_publishes_is_a_refusal_not_a_crash(tmp_p
         assert kid["kid"] == retired[1]
     finally:
         stop(function, servers, log)
+
+
+def test_past_the_waiting_limit_a_request_is_refused_at_once(tmp_path_factory):
+    """The bulkhead at the edge: with Google hung, a worker holds MAX_WAITING_REQUESTS exchanges; every
+    further one gets 503 with Retry-After at once, with its audit line, instead of a growing queue."""
+    stack, function, servers, log = launch(tmp_path_factory, "busy", {
+        "THREADS": "4", "MAX_WAITING_REQUESTS": "3", "UPSTREAM_TIMEOUT": "2", "UPSTREAM_RETRY_BUDGET": "2"})
+    try:
+        stack.emulator.inject("sts", *(["hang:5"] * 50))
+        with ThreadPoolExecutor(max_workers=9) as pool:
+            answers = list(pool.map(lambda _: timed(stack, data=EXCHANGE), range(9)))
+        busy = [(response, audit, elapsed) for response, audit, elapsed in answers if response.status_code == 503
+                and audit["logging.googleapis.com/labels"]["reason"] == "instance_busy"]
+        waited = [answer for answer in answers if answer[1]["logging.googleapis.com/labels"]["reason"]
+                  == "upstream_unavailable"]
+        assert len(waited) == 3 and len(busy) == 6, [answer[1]["logging.googleapis.com/labels"] for answer in answers]
+        for response, audit, elapsed in busy:
+            assert response.headers["Retry-After"] == "1" and elapsed < 1.5
+            assert response.json()["error"] == "temporarily_unavailable"
+            assert "access_token" not in response.text
+            assert audit["logging.googleapis.com/labels"]["status"] == "503"
+        # The places are given back: with Google healthy again, the next exchanges are answered.
+        stack.emulator._faults.clear()
+        assert all(timed(stack, data=EXCHANGE)[0].status_code == 200 for _ in range(4))
+    finally:
+        stop(function, servers, log)

@@ -79,6 +79,7 @@ class Settings(NamedTuple):
     project_id: str | None
     policy_file: str | None
     threads: int  # per worker: the threads that run requests which may wait (see main.py)
+    max_waiting_requests: int = 16  # per worker: past this many requests that may wait, 503 at once
     proxy_secret: ProxySecretSettings = ProxySecretSettings(DEFAULT_PROXY_SECRET_HEADER, ())
 
 
@@ -93,6 +94,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     proxy_secret = proxy_secret_from(reader, headers)
     signer = _signer(reader)
     threads = _threads(reader)
+    max_waiting = reader.get("MAX_WAITING_REQUESTS") or str(threads)
+    if not max_waiting.isdigit() or not 1 <= int(max_waiting) <= 10_000:
+        reader.fail(f"MAX_WAITING_REQUESTS={max_waiting!r} must be a whole number from 1 to 10000")
+        max_waiting = "1"
     google = _google(reader, threads)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
@@ -115,6 +120,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         project_id=project_id,
         policy_file=policy_file,
         threads=threads,
+        max_waiting_requests=int(max_waiting),
         proxy_secret=proxy_secret,
     )
 

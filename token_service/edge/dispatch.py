@@ -14,6 +14,7 @@ from typing import NamedTuple
 from token_service.edge.parsing import may_wait as token_may_wait
 from token_service.edge.parsing import parse_trace, read_token_request
 from token_service.edge.proxy_secret import ProxySecretCheck, not_through_load_balancer
+from token_service.errors import Reason, temporarily_unavailable
 from token_service.issuing.discovery import DISCOVERY_PATH
 from token_service.request import CertificateHeaders, HttpRequestInfo, TokenRequest
 from token_service.service import TokenResult, TokenService
@@ -73,6 +74,19 @@ def route(service: TokenService, request: HttpRequest) -> HttpResponse | TokenRe
 
 def answer_token(service: TokenService, request: TokenRequest) -> HttpResponse:
     outcome = service.token(request)
+    service.audit.write(outcome.audit)
+    return _json_response(outcome.result)
+
+
+def answer_busy(service: TokenService, request: TokenRequest) -> HttpResponse:
+    """The answer to a request that may wait when the worker already holds as many as it may
+    (``admission.WaitingRequests``): 503 with Retry-After, and its audit line."""
+    limit = service.settings.max_waiting_requests
+    busy = temporarily_unavailable(
+        f"This instance is already answering {limit} requests that wait on Google; retry after 1 s", 1,
+        Reason.INSTANCE_BUSY)
+    outcome = service.refused_at_edge(busy, token_endpoint=True, certificate=request.certificate,
+                                      trace=request.trace, http_request=request.http)
     service.audit.write(outcome.audit)
     return _json_response(outcome.result)
 
