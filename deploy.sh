@@ -35,7 +35,7 @@ Options:
   --runtime RUNTIME         Python runtime (default python313)
   --cpu N                   vCPUs per instance: 1, 2, 4, 6 or 8 (default 2); one worker per vCPU
   --memory SIZE             memory per instance (default: 1Gi up to 2 vCPU, 2Gi for 4, 4Gi for 6-8)
-  --concurrency N           requests per instance, 1-1000 (default 16); THREADS = concurrency
+  --concurrency N           requests per instance, 1-1000 (default 256); THREADS = concurrency
   --min-instances N         (default 0)      --max-instances N   (default 20)
   --invoker MODE            all-users (default: roles/run.invoker for allUsers) or no-iam-check
                             (Cloud Run's invoker check off; for org policies that forbid allUsers)
@@ -69,7 +69,7 @@ CLIENT_ID_HEADER=${CLIENT_ID_HEADER:-X-Client-Cert-Hash}
 POLICY=${POLICY:-}
 AUTH_FLOWS=${AUTH_FLOWS:-xlb-mtls-client-credentials}
 RUNTIME=${RUNTIME:-python313}
-CONCURRENCY=${CONCURRENCY:-16}
+CONCURRENCY=${CONCURRENCY:-256}
 CPU=${CPU:-2}
 MEMORY=${MEMORY:-}
 MIN_INSTANCES=${MIN_INSTANCES:-0}

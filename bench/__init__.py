@@ -1,0 +1,5 @@
+"""`make bench` and the tools it shares with the other benches."""
+
+# What deploy.sh sets for a 2-vCPU instance with its default --concurrency; every bench runs the
+# function with the same (tests/test_deploy.py checks the two agree).
+PROCESS_SETTINGS = {"WORKERS": "2", "THREADS": "256"}

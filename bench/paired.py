@@ -24,7 +24,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from bench.run import PROCESS_SETTINGS, drained_pipe, run_wrk, worker_cpu_seconds, wrk_script
+from bench import PROCESS_SETTINGS
+from bench.wrk import drained_pipe, run_wrk, worker_cpu_seconds, wrk_script
 from devtools.gateway import certificate_headers, header_names_from_environment
 from devtools.local import ROOT, free_port, local_environment, proxy_secret_headers, start_emulator, start_function
 from devtools.pki import ensure_dev_pki

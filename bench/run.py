@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,16 @@ from pathlib import Path
 
 from cryptography import x509
 
+from bench import PROCESS_SETTINGS, latency
+from bench.wrk import (
+    drained_pipe,
+    run_wrk,
+    worker_cpu_seconds,
+    worker_rss_kib,
+    worker_writes,
+    wrk_script,
+    wrk_threads,
+)
 from devtools.gateway import certificate_headers, header_names_from_environment
 from devtools.local import (
     ROOT,
@@ -44,8 +53,6 @@ from devtools.local import (
 )
 from devtools.pki import ensure_dev_pki
 
-# What deploy.sh sets for a 2-vCPU instance; the bench measures the same.
-PROCESS_SETTINGS = {"WORKERS": "2", "THREADS": "16"}
 UPSTREAM_LATENCY = 0.020  # seconds added to every emulated Google call
 CONCURRENCIES = (1, 8, 32)
 # The bare hello-worlds: the same server as the function (functions-framework's ASGI mode, uvicorn),
@@ -69,14 +76,6 @@ SUSTAIN_SEGMENTS = 3  # per server; the median of those that held their rate cou
 RESULTS = ROOT / "bench" / "results"
 
 
-@dataclass
-class WrkResult:
-    requests_per_second: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-
-
 def rsa_ceiling(seconds: int = 3) -> float:
     """`openssl speed -multi 2 rsa2048` signatures per second (both cores)."""
     command = ["openssl", "speed", "-seconds", str(seconds), "-multi", str(os.cpu_count() or 2), "rsa2048"]
@@ -84,56 +83,6 @@ def rsa_ceiling(seconds: int = 3) -> float:
                             capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("rsa 2048 bits"))
     return float(line.split()[-2])
-
-
-# wrk's delay() is asked before each request of a thread's connections: this one hands out send
-# slots on a fixed schedule (LuaJIT's ffi reads the monotonic clock), so a thread sends at its rate
-# whatever the service time, and catches up after a stall, like an open-loop load generator.
-PACING = """local ffi = require("ffi")
-ffi.cdef[[typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-int clock_gettime(int clock, bench_timespec *ts);]]
-local ts = ffi.new("bench_timespec")
-local interval, next_slot = %(interval_ms).6f, nil
-function delay()
-  ffi.C.clock_gettime(1, ts)
-  local now = tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-  next_slot = next_slot and next_slot + interval or now
-  return math.max(0, next_slot - now)
-end"""
-
-
-def wrk_script(headers: dict[str, str], body: str, directory: Path, rate_per_thread: float | None = None) -> Path:
-    lines = ['wrk.method = "POST"', f'wrk.body = "{body}"',
-             'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"']
-    lines += [f'wrk.headers["{name}"] = "{value}"' for name, value in headers.items()]
-    if rate_per_thread is not None:
-        lines.append(PACING % {"interval_ms": 1000 / rate_per_thread})
-    path = directory / f"wrk-{abs(hash((body, rate_per_thread)))}.lua"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def run_wrk(url: str, script: Path, connections: int, seconds: float) -> WrkResult:
-    threads = wrk_threads(connections)
-    output = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script),
-         url],
-        capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    errors = int(match.group(1)) if (match := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)) else 0
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
-    if socket_errors:
-        errors += sum(int(value) for value in socket_errors.groups())
-    return WrkResult(rate, _latency(output, "50%"), _latency(output, "99%"), errors)
-
-
-def _latency(output: str, percentile: str) -> float:
-    value, unit = re.search(rf"^\s+{percentile}\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk_threads(connections: int) -> int:
-    return min(connections, 2)
 
 
 def paced(headers: dict[str, str], scratch: Path, connections: int, target: float) -> Path:
@@ -299,15 +248,6 @@ def sustained_pair(broker_url: str, broker_pid: int, reference: Reference, heade
     }
 
 
-def drained_pipe(path: Path) -> subprocess.Popen:
-    """A pipe whose reader, `cat`, copies it into ``path``: what a process's stdout is on Cloud
-    Functions. A worker writing to a file on disk directly can stall on the file system, which the
-    deployed function never does, and a draining thread here would take the GIL from the emulator
-    on every line. Hand ``.stdin`` to the writer, then close it here."""
-    with path.open("wb") as file:
-        return subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=file)
-
-
 def byte_compile(paths: list[Path]) -> None:
     """Write each module's bytecode, as the Cloud Functions Python buildpack does when it builds the
     function (`python3 -m compileall -f -q .` on the source; pip wrote the dependencies' here too).
@@ -349,33 +289,6 @@ def gets_hello(port: int) -> bool:
         return response.status == 200
 
 
-def workers(master_pid: int) -> list[str]:
-    """The gunicorn workers: the master's children."""
-    return Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-
-
-def worker_rss_kib(master_pid: int) -> list[int]:
-    """VmRSS of each worker."""
-    return [int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-            for pid in workers(master_pid)]
-
-
-def worker_writes(master_pid: int) -> int:
-    """write() and writev() calls of all workers so far, to sockets and to the audit pipe."""
-    return sum(int(re.search(r"syscw:\s+(\d+)", Path(f"/proc/{pid}/io").read_text()).group(1))
-               for pid in workers(master_pid))
-
-
-def worker_cpu_seconds(master_pid: int) -> list[float]:
-    """User and system CPU time of each worker so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    times = []
-    for pid in workers(master_pid):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        times.append((int(fields[11]) + int(fields[12])) / ticks)  # utime, stime
-    return times
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run")
     parser.add_argument("--seconds", type=float, default=10)
@@ -385,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"interleaved in {SUSTAIN_SEGMENTS} segments each (0: none)")
     parser.add_argument("--cold-starts", type=int, default=11,
                         help="launches per configuration, interleaved (median counts; one launch varies by 50 %%)")
+    parser.add_argument("--latency-seconds", type=float, default=15,
+                        help="each latency-hiding run (c=256, 200 ms per Google call; 0: none)")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a stated target failed")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -488,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         function.stop()
         drain.wait(timeout=10)
 
+    if args.latency_seconds > 0:
+        print("Latency hiding (production signer, 200 ms per Google call, c=256)...", file=sys.stderr)
+        results["latency_hiding"] = latency.measure(args.latency_seconds)
+
     print("Cold starts...", file=sys.stderr)
     byte_compile([ROOT / "main.py", ROOT / "token_service", *(scratch / f"hello_{mode}.py" for mode in HELLOS)])
     # What deploy.sh sets, and K_SERVICE as Cloud Functions sets it.
@@ -585,6 +504,8 @@ def report(results: dict) -> list[str]:
     # each new wrk's split of connections can bring about after any warm-up.
     rows.append(("new upstream connections per request after warm-up",
                  f"{production['new_upstream_connections_per_request']:.3f}", "target 0 (not checked)"))
+    if "latency_hiding" in results:
+        rows += latency.rows(results["latency_hiding"], verdict)
     cold = results["cold_start_seconds"]
     for mode in HELLOS:
         median = cold[f"hello_{mode}"]["median"]

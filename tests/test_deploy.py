@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import PROCESS_SETTINGS
+from bench import PROCESS_SETTINGS
 from tests.deploy_support import MTLS_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,7 @@ def test_dry_run_shows_the_key_flags(tmp_path, ca_pem):
     for flag in ("--gen2", "--runtime=python313", "--entry-point=handle_request", "--trigger-http",
                  "--ingress-settings=internal-and-gclb", "--service-account=token-service@my-project.iam",
                  "--build-service-account=projects/my-project/serviceAccounts/token-service-build@my-project.iam",
-                 "--set-secrets=PROXY_SECRETS=token-service-proxy-secret:", "--env-vars-file=", "--concurrency=16",
+                 "--set-secrets=PROXY_SECRETS=token-service-proxy-secret:", "--env-vars-file=", "--concurrency=256",
                  "--cpu=2", "--memory=1Gi", "--min-instances=0", "--max-instances=20"):
         assert flag in deploy_line, flag
     # The invoker setting is applied on its own, on every run (gcloud changes it only when asked).

@@ -216,7 +216,10 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
     or to standard output."""
     settings = load_settings(environ)
     google = settings.google
-    upstream = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds))
+    # One kept-alive connection per thread that may wait on Google: a call beyond the pool would
+    # open (on Google, a TLS handshake) and close a connection of its own.
+    upstream = UpstreamClient(RetryPolicy(read_timeout=google.timeout_seconds, budget=google.retry_budget_seconds),
+                              pool_size=settings.threads)
     signer = load_signer(settings.signer, settings.google, environ, upstream)
     exchange = GoogleExchange(
         settings.provider,
