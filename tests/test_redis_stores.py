@@ -1,0 +1,174 @@
+"""The Redis stores against a real redis-server: what two instances sharing it rely on."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from devtools.redis_server import RedisServer
+from token_service.config.shared_state import RedisSettings
+from token_service.errors import StateUnavailable
+from token_service.state.redis_connection import redis_client
+from token_service.state.redis_failure_limiter import RedisFailureLimiter
+from token_service.state.redis_replay_cache import RedisReplayCache
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(server) -> RedisSettings:
+    redis.Redis.from_url(server.url).flushall()
+    return RedisSettings(server.url, "ts:", None)
+
+
+def instance(settings: RedisSettings, clock=time.time) -> RedisReplayCache:
+    """The replay cache of one broker instance: its own client and pool."""
+    return RedisReplayCache(redis_client(settings, 4), settings, clock=clock)
+
+
+def test_an_assertion_spent_at_one_instance_is_seen_and_refused_at_another(settings):
+    first, second = instance(settings), instance(settings)
+    expires = time.time() + 600
+    assert not second.seen("prod\0jti-1")
+    assert first.first_use("prod\0jti-1", expires)
+    assert second.seen("prod\0jti-1")
+    assert not second.first_use("prod\0jti-1", expires)
+    assert second.first_use("prod\0jti-2", expires) and not second.seen("other\0jti-1")
+
+
+def test_keys_are_prefixed_digests_that_expire_with_the_assertion(settings):
+    cache = instance(settings)
+    cache.first_use("prod\0" + "j" * 5000, time.time() + 600)
+    raw = redis.Redis.from_url(settings.url)
+    [key] = raw.keys("*")
+    assert key.startswith(b"ts:jti:") and len(key) == len("ts:jti:") + 64
+    assert 598_000 < raw.pttl(key) <= 600_000
+
+
+def test_a_spent_assertion_is_forgotten_once_it_expires(settings):
+    cache = instance(settings)
+    assert cache.first_use("prod\0short", time.time() + 0.2)
+    assert cache.seen("prod\0short")
+    time.sleep(0.3)
+    assert not cache.seen("prod\0short")
+    assert cache.first_use("prod\0short", time.time() + 600)
+
+
+def test_prefixes_keep_deployments_sharing_one_redis_apart(settings):
+    staging = instance(settings._replace(key_prefix="staging:"))
+    assert instance(settings).first_use("prod\0jti", time.time() + 600)
+    assert not staging.seen("prod\0jti") and staging.first_use("prod\0jti", time.time() + 600)
+
+
+def race(instances: list[RedisReplayCache], jti: str) -> list[bool]:
+    """Every instance spends ``jti`` at the same moment, each on its own thread."""
+    start = threading.Barrier(len(instances))
+    wins: list[bool] = []
+
+    def spend(cache: RedisReplayCache) -> None:
+        start.wait()
+        wins.append(cache.first_use(jti, time.time() + 600))
+
+    threads = [threading.Thread(target=spend, args=(cache,)) for cache in instances]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return wins
+
+
+def test_instances_racing_to_spend_one_assertion_let_exactly_one_win(settings):
+    instances = [instance(settings) for _ in range(8)]
+    for round_ in range(20):
+        assert sorted(race(instances, f"prod\0race-{round_}")) == [False] * 7 + [True], round_
+
+
+def test_redis_down_fails_fast_and_closed_then_recovers(server, settings):
+    cache = instance(settings)
+    assert cache.first_use("prod\0before", time.time() + 600)  # a pooled connection, which the kill breaks
+    server.stop()
+    try:
+        for call in (lambda: cache.seen("prod\0x"), lambda: cache.first_use("prod\0x", time.time() + 600)):
+            started = time.monotonic()
+            with pytest.raises(StateUnavailable) as raised:
+                call()
+            assert time.monotonic() - started < 1.0
+            assert raised.value.retry_after >= 1 and "Connection" in raised.value.detail
+    finally:
+        server.start()
+    # The restarted Redis is empty (no persistence here); the stale pooled connection is replaced.
+    assert cache.first_use("prod\0x", time.time() + 600) and cache.seen("prod\0x")
+
+
+def limiter(settings: RedisSettings, burst: int = 3, refill: float = 10.0) -> RedisFailureLimiter:
+    return RedisFailureLimiter(redis_client(settings, 4), settings, burst=burst, refill_seconds=refill)
+
+
+def test_failures_at_any_instance_count_against_one_bucket(settings):
+    instances = [limiter(settings) for _ in range(3)]
+    key = ("legacy-scanner", "203.0.113.7")
+    for index in range(3):
+        assert all(each.retry_after(key) == 0 for each in instances)
+        instances[index].failed(key)  # one failure at each instance: none alone reached the burst
+    waits = [each.retry_after(key) for each in instances]
+    assert all(9 <= wait <= 10 for wait in waits), waits
+    assert instances[0].retry_after(("legacy-scanner", "198.51.100.1")) == 0  # another source
+    assert instances[0].retry_after(("other-client", "203.0.113.7")) == 0  # another client
+
+
+def test_the_bucket_refills_and_expires_once_full(settings):
+    shared = limiter(settings, burst=2, refill=0.2)
+    key = ("c", "s")
+    shared.failed(key)
+    shared.failed(key)
+    assert shared.retry_after(key) == 1  # at least a second: Retry-After is whole seconds
+    time.sleep(0.25)
+    assert limiter(settings, burst=2, refill=0.2).retry_after(key) == 0  # refilled on Redis's clock
+    raw = redis.Redis.from_url(settings.url)
+    [bucket] = raw.keys("ts:fail:*")
+    assert 0 < raw.pttl(bucket) <= 400  # two tokens missing at 0.2 s each
+    time.sleep(0.45)
+    assert raw.keys("ts:fail:*") == []
+
+
+def test_concurrent_failures_each_spend_a_token(settings):
+    instances = [limiter(settings, burst=10, refill=1000.0) for _ in range(4)]
+    start = threading.Barrier(20)
+
+    def fail(shared: RedisFailureLimiter) -> None:
+        start.wait()
+        shared.failed(("c", "s"))
+
+    threads = [threading.Thread(target=fail, args=(instances[n % 4],)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    raw = redis.Redis.from_url(settings.url)
+    [bucket] = raw.keys("ts:fail:*")
+    assert float(raw.hget(bucket, "tokens")) == pytest.approx(-10, abs=0.01)
+
+
+def test_redis_down_the_limiter_falls_back_to_the_instance_count(server, settings):
+    shared = limiter(settings, burst=2)
+    key = ("c", "s")
+    server.stop()
+    try:
+        started = time.monotonic()
+        assert shared.retry_after(key) == 0
+        shared.failed(key)
+        shared.failed(key)
+        assert shared.retry_after(key) > 0  # counted by the instance while Redis was away
+        assert time.monotonic() - started < 3.0
+    finally:
+        server.start()
+    assert shared.retry_after(key) > 0  # the empty restarted Redis does not wipe the instance's count
+    assert limiter(settings, burst=2).retry_after(key) == 0  # another instance: only what Redis knows
