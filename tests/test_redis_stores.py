@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import redis
 
+from devtools.oidc_issuer import LocalIssuer
 from devtools.redis_server import RedisServer
+from tests.test_jwt_bearer import AUDIENCES, BROKER, policy_for
 from token_service.config.shared_state import RedisSettings
-from token_service.errors import StateUnavailable
+from token_service.errors import OAuthError, Reason, StateUnavailable
+from token_service.flows.issuer_keys import JwksCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
+from token_service.google.transport import RetryPolicy, UpstreamClient
 from token_service.state.redis_connection import redis_client
 from token_service.state.redis_failure_limiter import RedisFailureLimiter
 from token_service.state.redis_replay_cache import RedisReplayCache
@@ -172,3 +180,46 @@ def test_redis_down_the_limiter_falls_back_to_the_instance_count(server, setting
         server.start()
     assert shared.retry_after(key) > 0  # the empty restarted Redis does not wipe the instance's count
     assert limiter(settings, burst=2).retry_after(key) == 0  # another instance: only what Redis knows
+
+
+def test_a_redis_refusing_the_write_refuses_the_assertion_and_issues_nothing(settings):
+    """Redis answers EXISTS but refuses SET (an ACL, as a misconfigured or read-only replica would): the
+    spend fails after every check passed, and the assertion earns no token (fail closed)."""
+    issuer = LocalIssuer().start()
+    raw = redis.Redis.from_url(settings.url)
+    try:
+        verify = AssertionVerifier(policy_for(issuer), AUDIENCES,
+                                   JwksCache(UpstreamClient(RetryPolicy(read_timeout=1, budget=1))),
+                                   instance(settings))
+        raw.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all", "-set"])
+        assertion = issuer.mint(audience=BROKER)
+        verified = verify.verify(assertion)  # EXISTS answered: not seen
+        with pytest.raises(OAuthError) as raised:
+            verify.record_use(verified)
+        refusal = raised.value
+        assert (refusal.status, refusal.error, refusal.reason) == (503, "temporarily_unavailable",
+                                                                     Reason.REPLAY_STORE_UNAVAILABLE)
+        assert dict(refusal.headers)["Retry-After"] == "2"
+        assert "NoPermissionError" in dict(refusal.audit_labels)["replay_store_error"]
+        raw.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all"])
+        verify.record_use(verify.verify(assertion))  # never spent: the refused attempt left no record
+        with pytest.raises(OAuthError) as raised:
+            verify.verify(assertion)
+        assert raised.value.reason is Reason.ASSERTION_REPLAYED
+    finally:
+        raw.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all"])
+        issuer.stop()
+
+
+def test_the_redis_client_is_loaded_only_with_redis_url(environ, tmp_path):
+    """Cold start: a deployment without REDIS_URL never imports the client library."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("issuers:\n  - name: k\n    issuer: https://issuer.example\nrules:\n"
+                      "  - name: r\n    assertion:\n      issuer: k\n      subject: s\n")
+    base = {**environ, "AUTH_FLOWS": "jwt-bearer,client-secret", "POLICY_FILE": str(policy)}
+    probe = ("import json, os, sys\nfrom token_service.service import service_from_environment\n"
+             "service_from_environment(json.loads(os.environ['PROBE_ENV']))\nprint('redis' in sys.modules)")
+    for extra, loaded in (({}, "False"), ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "True")):
+        result = subprocess.run([sys.executable, "-c", probe], env={"PROBE_ENV": json.dumps({**base, **extra})},
+                                capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == loaded, result.stderr
