@@ -19,7 +19,7 @@ from token_service.errors import OAuthError, Reason, StateUnavailable
 from token_service.flows.issuer_keys import JwksCache
 from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
 from token_service.google.transport import RetryPolicy, UpstreamClient
-from token_service.state.redis_connection import redis_client
+from token_service.state.redis_connection import COMMAND_TIMEOUT_SECONDS, PAUSE_SECONDS, redis_client
 from token_service.state.redis_failure_limiter import RedisFailureLimiter
 from token_service.state.redis_replay_cache import RedisReplayCache
 
@@ -104,16 +104,39 @@ def test_redis_down_fails_fast_and_closed_then_recovers(server, settings):
     assert cache.first_use("prod\0before", time.time() + 600)  # a pooled connection, which the kill breaks
     server.stop()
     try:
-        for call in (lambda: cache.seen("prod\0x"), lambda: cache.first_use("prod\0x", time.time() + 600)):
-            started = time.monotonic()
-            with pytest.raises(StateUnavailable) as raised:
-                call()
-            assert time.monotonic() - started < 1.0
-            assert raised.value.retry_after >= 1 and "Connection" in raised.value.detail
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable) as raised:
+            cache.seen("prod\0x")
+        assert time.monotonic() - started < 1.0
+        assert raised.value.retry_after >= 1 and "Connection" in raised.value.detail
+        # Then the store pauses: no thread waits on Redis again for a while.
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable) as raised:
+            cache.first_use("prod\0x", time.time() + 600)
+        assert time.monotonic() - started < 0.05 and "not retried" in raised.value.detail
     finally:
         server.start()
+    time.sleep(PAUSE_SECONDS)
     # The restarted Redis is empty (no persistence here); the stale pooled connection is replaced.
     assert cache.first_use("prod\0x", time.time() + 600) and cache.seen("prod\0x")
+
+
+def test_a_hung_redis_holds_a_request_for_the_timeouts_only(settings):
+    """A Redis that accepts connections and never answers (overloaded, half-open network)."""
+    import socket
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        cache = instance(settings._replace(url=f"redis://127.0.0.1:{hung.getsockname()[1]}/0"))
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            cache.seen("prod\0x")
+        assert time.monotonic() - started < 2 * COMMAND_TIMEOUT_SECONDS + 0.2  # one retry
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            cache.seen("prod\0y")
+        assert time.monotonic() - started < 0.05  # paused
 
 
 def limiter(settings: RedisSettings, burst: int = 3, refill: float = 10.0) -> RedisFailureLimiter:
@@ -202,6 +225,7 @@ def test_a_redis_refusing_the_write_refuses_the_assertion_and_issues_nothing(set
         assert dict(refusal.headers)["Retry-After"] == "2"
         assert "NoPermissionError" in dict(refusal.audit_labels)["replay_store_error"]
         raw.acl_setuser("default", enabled=True, nopass=True, keys=["*"], commands=["+@all"])
+        time.sleep(PAUSE_SECONDS)
         verify.record_use(verify.verify(assertion))  # never spent: the refused attempt left no record
         with pytest.raises(OAuthError) as raised:
             verify.verify(assertion)

@@ -26,6 +26,8 @@ COMMAND_TIMEOUT_SECONDS = 0.25
 RETRIES = 1
 # What a client refused for want of Redis is told to wait.
 RETRY_AFTER_SECONDS = 2
+# After a failure, a store does not ask Redis for this long (see Availability).
+PAUSE_SECONDS = 1.0
 # Errors of the store are logged at most this often (a dead Redis would otherwise log every request).
 LOG_INTERVAL_SECONDS = 30.0
 STORE_ERRORS = (redis.RedisError, OSError)
@@ -48,30 +50,43 @@ def redis_client(settings: RedisSettings, max_connections: int) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-class ErrorLog:
-    """Logs a store's failures (rate-limited) and its recovery, never the URL's password."""
+class Availability:
+    """Whether a store should ask Redis now, and the log of its failures (never the URL's password).
+
+    After a failure the store does not ask Redis for ``PAUSE_SECONDS``: against a hung Redis every
+    call would hold a request thread for the whole timeout, and a burst of them would take every
+    thread. The cost is at most that long of refusals (or of the local limiter) after Redis is back.
+    """
 
     def __init__(self, settings: RedisSettings, what: str, clock=time.monotonic):
         self._where = redacted(settings.url)
         self._what = what
         self._clock = clock
-        self._last = float("-inf")
-        self._failing = False
+        self._failed_at = float("-inf")
+        self._last_error = ""
+        self._logged_at = float("-inf")
         self._lock = threading.Lock()
+
+    def paused(self) -> str | None:
+        """The last failure while the store should not ask Redis, else None."""
+        if self._clock() - self._failed_at < PAUSE_SECONDS:
+            return f"{self._last_error} (not retried for {PAUSE_SECONDS:g} s)"
+        return None
 
     def failed(self, error: BaseException) -> None:
         with self._lock:
             now = self._clock()
-            due, self._failing = now - self._last >= LOG_INTERVAL_SECONDS, True
+            self._failed_at, self._last_error = now, describe(error)
+            due = now - self._logged_at >= LOG_INTERVAL_SECONDS
             if due:
-                self._last = now
+                self._logged_at = now
         if due:
             _log.warning("Redis at %s unavailable for the %s: %s", self._where, self._what, describe(error))
 
     def succeeded(self) -> None:
-        if self._failing:
+        if self._logged_at != float("-inf"):
             with self._lock:
-                recovered, self._failing = self._failing, False
+                recovered, self._logged_at = self._logged_at != float("-inf"), float("-inf")
             if recovered:
                 _log.warning("Redis at %s answers the %s again", self._where, self._what)
 

@@ -18,7 +18,7 @@ import redis
 
 from token_service.config.shared_state import RedisSettings
 from token_service.state.failure_limiter import BURST, REFILL_SECONDS, FailureLimiter
-from token_service.state.redis_connection import STORE_ERRORS, ErrorLog
+from token_service.state.redis_connection import STORE_ERRORS, Availability
 
 # KEYS[1] the bucket; ARGV burst, refill seconds, and 1 to spend a token or 0 to look. Returns the
 # tokens left, as a string (Redis turns a Lua number into an integer).
@@ -48,7 +48,7 @@ class RedisFailureLimiter:
         self._burst = burst
         self._refill = refill_seconds
         self._local = local or FailureLimiter(burst, refill_seconds)
-        self._errors = ErrorLog(settings, "client-secret failure limiter")
+        self._availability = Availability(settings, "client-secret failure limiter")
 
     def retry_after(self, key: tuple[str, str]) -> int:
         local = self._local.retry_after(key)
@@ -62,12 +62,14 @@ class RedisFailureLimiter:
         self._run(key, spend=True)
 
     def _run(self, key: tuple[str, str], spend: bool) -> float | None:
+        if self._availability.paused():
+            return None
         digest = hashlib.sha256("\0".join(key).encode("utf-8", "surrogatepass")).hexdigest()
         try:
             tokens = float(self._bucket(keys=[self._prefix + digest],
                                         args=[self._burst, self._refill, 1 if spend else 0]))
         except STORE_ERRORS as error:
-            self._errors.failed(error)
+            self._availability.failed(error)
             return None
-        self._errors.succeeded()
+        self._availability.succeeded()
         return tokens

@@ -15,7 +15,7 @@ import redis
 
 from token_service.config.shared_state import RedisSettings
 from token_service.errors import StateUnavailable
-from token_service.state.redis_connection import RETRY_AFTER_SECONDS, STORE_ERRORS, ErrorLog, describe
+from token_service.state.redis_connection import RETRY_AFTER_SECONDS, STORE_ERRORS, Availability, describe
 from token_service.state.replay_cache import replay_digest
 
 
@@ -24,7 +24,7 @@ class RedisReplayCache:
         self._client = client
         self._prefix = f"{settings.key_prefix}jti:"
         self._clock = clock
-        self._errors = ErrorLog(settings, "jti replay cache")
+        self._availability = Availability(settings, "jti replay cache")
 
     def seen(self, key: str) -> bool:
         return bool(self._call(lambda: self._client.exists(self._key(key))))
@@ -39,10 +39,13 @@ class RedisReplayCache:
         return self._prefix + replay_digest(key).hex()
 
     def _call(self, command: Callable[[], object]) -> object:
+        paused = self._availability.paused()
+        if paused:
+            raise StateUnavailable(paused, RETRY_AFTER_SECONDS)
         try:
             answer = command()
         except STORE_ERRORS as error:
-            self._errors.failed(error)
+            self._availability.failed(error)
             raise StateUnavailable(describe(error), RETRY_AFTER_SECONDS) from None
-        self._errors.succeeded()
+        self._availability.succeeded()
         return answer
