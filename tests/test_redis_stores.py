@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -123,7 +125,6 @@ def test_redis_down_fails_fast_and_closed_then_recovers(server, settings):
 
 def test_a_hung_redis_holds_a_request_for_the_timeouts_only(settings):
     """A Redis that accepts connections and never answers (overloaded, half-open network)."""
-    import socket
 
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
@@ -247,3 +248,50 @@ def test_the_redis_client_is_loaded_only_with_redis_url(environ, tmp_path):
         result = subprocess.run([sys.executable, "-c", probe], env={"PROBE_ENV": json.dumps({**base, **extra})},
                                 capture_output=True, text=True, timeout=60)
         assert result.stdout.strip() == loaded, result.stderr
+
+
+class ReplyLosingProxy:
+    """A TCP proxy in front of Redis that forwards the first ``SET`` but loses Redis's answer (closes
+    the connection instead), as a network fault or a timeout after the write would."""
+
+    def __init__(self, port: int):
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._redis_port = port
+        self.lost = 0
+        self._losing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._server.accept()
+            upstream = socket.create_connection(("127.0.0.1", self._redis_port))
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, target: socket.socket, commands: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if not commands and self._losing:  # Redis wrote the key and answered: the answer is lost
+                    self._losing = False
+                    for end in (source, target):
+                        end.shutdown(socket.SHUT_RDWR)
+                    return
+                if commands and b"\r\nSET\r\n" in data and not self.lost:
+                    self.lost, self._losing = 1, True
+                target.sendall(data)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def test_a_spend_whose_answer_was_lost_and_retried_is_not_taken_for_a_replay(server, settings):
+    proxy = ReplyLosingProxy(server.port)
+    try:
+        cache = instance(settings._replace(url=f"redis://127.0.0.1:{proxy.port}/0"))
+        assert cache.first_use("prod\0once", time.time() + 600)  # the retried SET found its own key
+        assert proxy.lost == 1
+        assert not cache.first_use("prod\0once", time.time() + 600)  # a real replay still is one
+        assert not instance(settings).first_use("prod\0once", time.time() + 600)
+    finally:
+        proxy.close()

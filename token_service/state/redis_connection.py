@@ -45,7 +45,10 @@ def redis_client(settings: RedisSettings, max_connections: int) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         url, max_connections=max(1, max_connections), timeout=CONNECT_TIMEOUT_SECONDS,
         socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, socket_timeout=COMMAND_TIMEOUT_SECONDS,
-        retry=Retry(NoBackoff(), RETRIES), health_check_interval=0, **options,
+        retry=Retry(NoBackoff(), RETRIES), health_check_interval=0,
+        # RESP2 and no client metadata: a new connection costs no handshake round trip (RESP3's HELLO,
+        # CLIENT SETINFO), and every Redis version Memorystore offers speaks it.
+        protocol=2, driver_info=None, **options,
     )
     return redis.Redis(connection_pool=pool)
 

@@ -59,6 +59,7 @@ class RedisFailureLimiter:
 
     def failed(self, key: tuple[str, str]) -> None:
         self._local.failed(key)
+        # A spend retried after its answer was lost may count this failure twice: it errs towards limiting.
         self._run(key, spend=True)
 
     def _run(self, key: tuple[str, str], spend: bool) -> float | None:

@@ -3,11 +3,16 @@
 One key per spent assertion, ``<prefix>jti:<sha256 hex>``, written with ``SET NX PX``: of two
 instances spending the same assertion at once, Redis lets exactly one create the key. The key
 expires with its assertion, so Redis needs no clean-up and holds at most the live assertions.
+
+The value is a random nonce of the attempt: when the client retries a ``SET`` whose answer was lost
+(a timeout after Redis had written it), the retry finds the key taken, and only the nonce tells that
+it was taken by this very attempt, not by a replay.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from collections.abc import Callable
 
@@ -33,7 +38,11 @@ class RedisReplayCache:
         # A time to live, not an absolute PXAT: it measures from this instance's clock, as the
         # assertion's checks did, whatever Redis's clock says.
         ttl_ms = max(1, math.ceil((expires_at - self._clock()) * 1000))
-        return bool(self._call(lambda: self._client.set(self._key(key), b"1", nx=True, px=ttl_ms)))
+        name, nonce = self._key(key), secrets.token_bytes(16)
+        if self._call(lambda: self._client.set(name, nonce, nx=True, px=ttl_ms)):
+            return True
+        # Taken: by another attempt (a replay), or by this one if a retried SET had been written.
+        return self._call(lambda: self._client.get(name)) == nonce
 
     def _key(self, key: str) -> str:
         return self._prefix + replay_digest(key).hex()
