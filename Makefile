@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run logs test lint bench clean
+.PHONY: install run logs test lint bench clean redis-server
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,15 +22,19 @@ logs: $(STAMP)
 	$(BIN)/python -m devtools.logs $(ARGS)
 
 ## Lint and run the whole test suite.
-test: $(STAMP) lint
+test: $(STAMP) lint redis-server
 	$(BIN)/python -m pytest
+
+## The tests of the shared state (REDIS_URL) start their own real redis-server (Debian's package).
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 ## Benchmark (throughput, latency, cold start, memory) as ratios measured in one run; fails if a
 ## stated target does (docs/performance.md).
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	@command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 	$(BIN)/python -m bench.run --check $(BENCH_ARGS)

@@ -29,7 +29,7 @@ from devtools.pki import ensure_dev_pki
 
 ROOT = Path(__file__).resolve().parent.parent
 # Variables a developer may set to change `make run`'s function (see the README's configuration table).
-SETTING_PREFIXES = ("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_", "AUDIT_", "SERVICE_ACCOUNT_",
+SETTING_PREFIXES = ("TOKEN_", "WORKLOAD_", "MTLS_", "SIGNING_", "AUTH_", "AUDIT_", "SERVICE_ACCOUNT_", "REDIS_",
                     "UPSTREAM_", "STS_", "IAM_", "GOOGLE_CLOUD_PROJECT", "WORKERS", "THREADS", "PROXY_")
 
 

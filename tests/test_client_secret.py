@@ -14,13 +14,13 @@ from token_service.flows.rfc6749_client_secret import (
     SCRYPT_N,
     SCRYPT_P,
     SCRYPT_R,
-    FailureLimiter,
     SecretAuthenticator,
     hash_secret,
     verify_secret,
 )
 from token_service.policy import parse_policy
 from token_service.request import ClientCredentials
+from token_service.state.failure_limiter import FailureLimiter
 
 OLD, NEW = "old-secret-0123456789", "new-secret-9876543210"
 

@@ -245,3 +245,62 @@ def test_settings_never_print_the_proxy_secrets(environ):
     printed = repr(load_settings(environ))
     assert "X-Token-Service-Proxy-Secret" in printed and "2 hidden" in printed
     assert NEW_SECRET not in printed and OLD_SECRET not in printed
+
+
+REDIS_PASSWORD = "memorystore-auth-string-0123"
+
+
+def with_redis(environ: dict[str, str], url: str, **more: str) -> dict[str, str]:
+    return {**environ, "AUTH_FLOWS": "jwt-bearer", "POLICY_FILE": "/p.yaml", "REDIS_URL": url, **more}
+
+
+def test_no_redis_url_keeps_state_in_memory(environ):
+    assert load_settings(environ).redis is None
+
+
+@pytest.mark.parametrize("url", ["redis://10.0.0.3", "redis://10.0.0.3:6379/0", f"redis://:{REDIS_PASSWORD}@host:6379",
+                                 "rediss://default:pw@redis.internal:6378/3", "redis://[::1]:6379/"])
+def test_redis_url_accepted(environ, url):
+    settings = load_settings(with_redis(environ, url))
+    assert settings.redis.url == url and settings.redis.key_prefix == "ts:"
+
+
+@pytest.mark.parametrize("url", [
+    "http://10.0.0.3:6379", "unix:///run/redis.sock", "redis://", f"redis://:{REDIS_PASSWORD}@:6379",
+    f"redis://:{REDIS_PASSWORD}@host:port", "redis://host:0", "redis://host/db", "redis://host/0/1",
+    "redis://host?socket_timeout=30", "redis://host#x", f"redis://:{REDIS_PASSWORD}@[::1/0",
+    "redis://host?ssl_ca_certs=/etc/hosts", "rediss://host?ssl_ca_certs=/nonexistent.pem",
+])
+def test_malformed_redis_url_stops_the_start_without_showing_its_password(environ, url):
+    found = problems(with_redis(environ, url))
+    assert len(found) == 1 and found[0].startswith("REDIS_URL=")
+    assert REDIS_PASSWORD not in found[0]
+
+
+def test_rediss_url_may_name_the_memorystore_ca(environ, tmp_path):
+    ca = tmp_path / "server-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = load_settings(with_redis(environ, f"rediss://10.0.0.3:6378?ssl_ca_certs={ca}"))
+    assert settings.redis.ssl_ca_certs == str(ca)
+
+
+def test_redis_key_prefix(environ):
+    assert load_settings(with_redis(environ, "redis://h", REDIS_KEY_PREFIX="prod:")).redis.key_prefix == "prod:"
+    for bad in ("has space", "x" * 65, "é"):
+        assert any("REDIS_KEY_PREFIX" in problem for problem in problems(
+            with_redis(environ, "redis://h", REDIS_KEY_PREFIX=bad)))
+
+
+def test_redis_key_prefix_without_redis_url_is_refused(environ):
+    assert any("REDIS_KEY_PREFIX" in problem for problem in problems({**environ, "REDIS_KEY_PREFIX": "p:"}))
+
+
+def test_redis_url_without_a_flow_that_keeps_state_is_refused(environ):
+    found = problems({**environ, "REDIS_URL": "redis://h"})
+    assert found == ["REDIS_URL is set but no flow keeps state in it: AUTH_FLOWS enables neither jwt-bearer "
+                     "nor client-secret; remove REDIS_URL"]
+
+
+def test_settings_never_print_the_redis_password(environ):
+    printed = repr(load_settings(with_redis(environ, f"redis://:{REDIS_PASSWORD}@10.0.0.3:6379")))
+    assert "redis://:***@10.0.0.3:6379" in printed and REDIS_PASSWORD not in printed

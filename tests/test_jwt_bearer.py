@@ -19,9 +19,10 @@ from jwt.algorithms import RSAAlgorithm
 from devtools.oidc_issuer import LocalIssuer
 from token_service.errors import OAuthError, Reason
 from token_service.flows.issuer_keys import JwksCache
-from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
 from token_service.google.transport import RetryPolicy, UpstreamClient
 from token_service.policy import parse_policy
+from token_service.state.replay_cache import ReplayCache
 
 BROKER = "https://token.example.net"
 AUDIENCES = (BROKER, f"{BROKER}/token")

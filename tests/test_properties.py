@@ -55,13 +55,14 @@ from token_service.errors import MalformedValue, OAuthError, Reason
 from token_service.flows import rfc8705_mtls as mtls
 from token_service.flows.authentication import Authenticator
 from token_service.flows.issuer_keys import JwksCache
-from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier, ReplayCache
+from token_service.flows.rfc7523_jwt_bearer import AssertionVerifier
 from token_service.google.exchange import parse_exchange_request
 from token_service.google.transport import MAX_RESPONSE_BYTES, RetryPolicy, UpstreamClient
 from token_service.issuing.signers import LocalKeySigner
 from token_service.policy import parse_policy
 from token_service.request import decode_fingerprint
 from token_service.service import TokenService
+from token_service.state.replay_cache import ReplayCache
 
 HEADER_NAMES = list(verified_headers())
 text = st.text(alphabet=st.characters(codec="utf-8"), max_size=200)

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     INVALID_ASSERTION = "invalid_assertion"
     ASSERTION_REPLAYED = "assertion_replayed"
     ISSUER_KEYS_UNAVAILABLE = "issuer_keys_unavailable"
+    REPLAY_STORE_UNAVAILABLE = "replay_store_unavailable"
     INVALID_CLIENT_SECRET = "invalid_client_secret"
     RATE_LIMITED = "rate_limited"
     STS_REFUSED = "sts_refused"
@@ -117,6 +118,15 @@ class KeysUnavailable(TokenServiceError):
 
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StateUnavailable(TokenServiceError):
+    """The shared state store (Redis) did not answer in time or refused the command."""
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(f"shared state unavailable: {detail}")
+        self.detail = detail
         self.retry_after = retry_after
 
 

@@ -48,6 +48,7 @@ from token_service.request import (
     TokenRequest,
     Trace,
 )
+from token_service.state.stores import build_stores
 
 _log = logging.getLogger(__name__)
 # RFC 6749 5.1: token responses must not be cached.
@@ -230,6 +231,8 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
     )
     audit = audit_writer(settings.audit_log_handler, settings.project_id, audit_stream)
     policy = load_policy(settings.policy_file) if settings.policy_file else None
+    # A process's requests that reach a store run on its THREADS threads: one connection each at most.
+    stores = build_stores(settings.redis, settings.threads)
     assertions = None
     if policy and JWT_BEARER_FLOW in settings.auth_flows:
         from token_service.flows.issuer_keys import JwksCache
@@ -238,8 +241,10 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
         audiences = (settings.issuer, f"{settings.issuer}/token")
         # A quarter of the threads at most wait on one issuer's keys: a hanging issuer leaves the rest to others.
         keys = JwksCache(UpstreamClient(), max_waiters=max(1, settings.threads // 4))
-        assertions = AssertionVerifier(policy, audiences, keys)
-    secrets = SecretAuthenticator(policy) if policy and CLIENT_SECRET_FLOW in settings.auth_flows else None
+        assertions = AssertionVerifier(policy, audiences, keys, stores.replays)
+    secrets = None
+    if policy and CLIENT_SECRET_FLOW in settings.auth_flows:
+        secrets = SecretAuthenticator(policy, stores.failures)
     authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions, secrets)
     return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)
 

@@ -21,6 +21,7 @@ from token_service.config.headers import (
     proxy_secret_from,
 )
 from token_service.config.reader import EnvironmentReader
+from token_service.config.shared_state import RedisSettings, redis_from
 from token_service.errors import ConfigurationError
 from token_service.flows import KNOWN_FLOWS, POLICY_FLOWS, XLB_MTLS_FLOW
 from token_service.google.iam_credentials import SERVICE_ACCOUNT_EMAIL
@@ -81,6 +82,7 @@ class Settings(NamedTuple):
     threads: int  # per worker: the threads that run requests which may wait (see main.py)
     max_waiting_requests: int = 16  # per worker: past this many requests that may wait, 503 at once
     proxy_secret: ProxySecretSettings = ProxySecretSettings(DEFAULT_PROXY_SECRET_HEADER, ())
+    redis: RedisSettings | None = None  # None: each instance keeps its state in memory
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -102,10 +104,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
     policy_file = reader.get("POLICY_FILE")
+    redis = redis_from(reader)
     needing_policy = sorted(flows & POLICY_FLOWS)
     if needing_policy and policy_file is None:
         reader.fail(f"AUTH_FLOWS enables {', '.join(needing_policy)}, whose clients are defined in a policy; "
                     "set POLICY_FILE")
+    if redis is not None and not flows & POLICY_FLOWS:
+        reader.fail("REDIS_URL is set but no flow keeps state in it: AUTH_FLOWS enables neither jwt-bearer "
+                    "nor client-secret; remove REDIS_URL")
     if reader.problems:
         raise ConfigurationError(reader.problems)
     return Settings(
@@ -122,6 +128,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         threads=threads,
         max_waiting_requests=int(max_waiting),
         proxy_secret=proxy_secret,
+        redis=redis,
     )
 
 

@@ -16,13 +16,12 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable
 
 from token_service.errors import OAuthError, Reason
 from token_service.policy import MAX_SECRET_HASHES, Policy
 from token_service.request import ClientCredentials
+from token_service.state import FailureStore
+from token_service.state.failure_limiter import FailureLimiter
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 CLAIMED_CLIENT_ID_LIMIT = 64  # the longest client id a policy accepts
@@ -49,37 +48,8 @@ def verify_secret(secret: str, encoded: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-class FailureLimiter:
-    """Per key: ``burst`` failures, then one more every ``refill_seconds``."""
-
-    def __init__(self, burst: int = 10, refill_seconds: float = 6.0, clock: Callable[[], float] = time.monotonic):
-        self._burst = burst
-        self._refill = refill_seconds
-        self._clock = clock
-        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def retry_after(self, key: tuple[str, str]) -> int:
-        """0 if an attempt may go ahead, else the seconds to wait."""
-        with self._lock:
-            tokens = self._tokens(key)
-            return 0 if tokens >= 1 else max(1, round((1 - tokens) * self._refill))
-
-    def failed(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._buckets[key] = (self._tokens(key) - 1, self._clock())
-            if len(self._buckets) > 10_000:  # forget clients whose buckets are full again
-                now = self._clock()
-                self._buckets = {key: value for key, value in self._buckets.items()
-                                 if value[0] + (now - value[1]) / self._refill < self._burst}
-
-    def _tokens(self, key: tuple[str, str]) -> float:
-        tokens, since = self._buckets.get(key, (float(self._burst), self._clock()))
-        return min(float(self._burst), tokens + (self._clock() - since) / self._refill)
-
-
 class SecretAuthenticator:
-    def __init__(self, policy: Policy, limiter: FailureLimiter | None = None):
+    def __init__(self, policy: Policy, limiter: FailureStore | None = None):
         self._policy = policy
         self._limiter = limiter or FailureLimiter()
         # Hashes no secret matches, with the parameters hash-secret uses: they pad every client's

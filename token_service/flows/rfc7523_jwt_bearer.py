@@ -4,16 +4,13 @@ The assertion must come from an issuer the policy trusts (Kubernetes projected
 service-account tokens, CI tokens, any OIDC issuer), be signed with RS256 or
 ES256 by one of its published keys, name this broker in ``aud``, be within its
 validity (bounded clock skew, bounded lifetime) and, for single-use issuers,
-not be seen before on this instance.
+not be seen before (on this instance, or on any with ``REDIS_URL``).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import heapq
 import json
-import threading
 import time
 import unicodedata
 from collections.abc import Callable
@@ -22,10 +19,19 @@ from typing import Any, NamedTuple
 
 import jwt
 
-from token_service.errors import KeysUnavailable, OAuthError, Reason, invalid_grant, temporarily_unavailable
+from token_service.errors import (
+    KeysUnavailable,
+    OAuthError,
+    Reason,
+    StateUnavailable,
+    invalid_grant,
+    temporarily_unavailable,
+)
 from token_service.flows.issuer_keys import JwksCache
 from token_service.flows.subjects import assertion_subject
 from token_service.policy import Policy, TrustedIssuer
+from token_service.state import ReplayStore
+from token_service.state.replay_cache import ReplayCache
 
 MAX_ASSERTION_BYTES = 8 * 1024
 CLOCK_SKEW_SECONDS = 60
@@ -39,8 +45,6 @@ MIN_REMAINING_SECONDS = 30
 # Header and payload nest at most this deep: real assertions nest two or three levels, and anything
 # that walks a deeper claim (the JSON decoder, a policy's claim match, repr) could exhaust the stack.
 MAX_JSON_DEPTH = 32
-# An instance's replay cache holds at most this many jti digests (about 205 bytes each, measured: 41 MB).
-REPLAY_CACHE_LIMIT = 200_000
 # Controls (C0, C1), format characters (bidi overrides and isolates, zero-width, BOM), surrogates and the
 # line/paragraph separators: in a sub they would make the token's sub and the audit line show a
 # different identity than the one it is.
@@ -66,60 +70,9 @@ class VerifiedAssertion(NamedTuple):
         return assertion_subject(self.issuer.name, self.subject)
 
 
-class ReplayCache:
-    """The ``jti`` values of assertions that earned a token on this instance, each kept until its assertion expires.
-
-    Memory is bounded without ever refusing a fresh assertion: only an assertion that passed every check
-    (signature, claims, policy) is recorded, so filling the cache takes tokens the policy grants, not
-    forged or denied requests; an entry is a fixed-size digest, whatever the jti's length; it is evicted
-    once its assertion has expired (at most ``max_assertion_lifetime`` plus twice the skew after it was
-    recorded); and beyond ``limit`` live entries the one closest to expiry goes first. Reaching the limit
-    takes ``limit`` granted single-use assertions still within their lifetime on one instance (with the
-    default, 55 a second for an hour of one-hour assertions); the cost then is a shorter replay window for
-    the entry nearest expiry (someone holding a copy of that assertion could replay it until its exp), not a
-    refused client.
-    """
-
-    def __init__(self, limit: int = REPLAY_CACHE_LIMIT, clock: Callable[[], float] = time.time):
-        self._seen: dict[bytes, float] = {}
-        self._expiries: list[tuple[float, bytes]] = []  # a heap: the next entry to expire first
-        self._limit = limit
-        self._clock = clock
-        self._lock = threading.Lock()
-
-    def seen(self, key: str) -> bool:
-        """Whether ``key`` was recorded and its assertion has not expired yet."""
-        with self._lock:
-            return self._seen.get(_digest(key), 0) > self._clock()
-
-    def first_use(self, key: str, expires_at: float) -> bool:
-        """Record ``key`` until ``expires_at``; False (and nothing recorded) when it is already there."""
-        digest = _digest(key)
-        with self._lock:
-            now = self._clock()
-            while self._expiries and self._expiries[0][0] <= now:
-                self._evict_first()
-            if digest in self._seen:
-                return False
-            while len(self._seen) >= self._limit:
-                self._evict_first()
-            self._seen[digest] = expires_at
-            heapq.heappush(self._expiries, (expires_at, digest))
-            return True
-
-    def _evict_first(self) -> None:
-        expiry, digest = heapq.heappop(self._expiries)
-        if self._seen.get(digest) == expiry:  # else a stale heap entry of a key recorded again since
-            del self._seen[digest]
-
-
-def _digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
-
-
 class AssertionVerifier:
     def __init__(self, policy: Policy, audiences: tuple[str, ...], keys: JwksCache,
-                 replays: ReplayCache | None = None, clock: Callable[[], float] = time.time):
+                 replays: ReplayStore | None = None, clock: Callable[[], float] = time.time):
         self._by_issuer = {issuer.issuer: issuer for issuer in policy.issuers.values()}
         self._audiences = audiences
         self._keys = keys
@@ -166,7 +119,11 @@ class AssertionVerifier:
                 raise invalid_grant(f"Issuer {issuer.name} requires single-use assertions with a jti",
                                     Reason.INVALID_ASSERTION)
             # Only looked up here; recorded by record_use once the policy has granted it.
-            if self._replays.seen(_replay_key(issuer, jti)):
+            try:
+                seen = self._replays.seen(_replay_key(issuer, jti))
+            except StateUnavailable as error:
+                raise _replay_store_unavailable(error) from None
+            if seen:
                 raise _replayed()
         return VerifiedAssertion(issuer, claims)
 
@@ -176,7 +133,12 @@ class AssertionVerifier:
         if not verified.issuer.single_use:
             return
         expires_at = verified.claims["exp"] + CLOCK_SKEW_SECONDS
-        if not self._replays.first_use(_replay_key(verified.issuer, verified.claims["jti"]), expires_at):
+        try:
+            first = self._replays.first_use(_replay_key(verified.issuer, verified.claims["jti"]), expires_at)
+        except StateUnavailable as error:
+            # Fail closed: without the shared record, a replay at another instance would go unnoticed.
+            raise _replay_store_unavailable(error) from None
+        if not first:
             raise _replayed()
 
     def _verified_claims(self, assertion: str, key: jwt.PyJWK, algorithm: str, issuer: TrustedIssuer) -> dict:
@@ -230,6 +192,12 @@ def _replay_key(issuer: TrustedIssuer, jti: str) -> str:
 
 def _replayed() -> OAuthError:
     return invalid_grant("This assertion was already used", Reason.ASSERTION_REPLAYED)
+
+
+def _replay_store_unavailable(error: StateUnavailable) -> OAuthError:
+    refusal = temporarily_unavailable(f"The replay store is unavailable; retry after {error.retry_after} s",
+                                      error.retry_after, Reason.REPLAY_STORE_UNAVAILABLE)
+    return replace(refusal, audit_labels=(("replay_store_error", error.detail[:200]),))
 
 
 def _shown(value: Any, limit: int = 20) -> str:
