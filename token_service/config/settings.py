@@ -67,6 +67,14 @@ class GoogleSettings(NamedTuple):
         return f"{self.service_account_keys_endpoint}/service_accounts/v1/metadata/jwk/{email}"
 
 
+class TokenCacheSettings(NamedTuple):
+    """The per-instance cache of Google-issued tokens (docs/architecture.md#calls-to-google)."""
+
+    enabled: bool = True
+    margin_seconds: int = 300  # served until this long before Google's expiry
+    max_entries: int = 10_000
+
+
 class Settings(NamedTuple):
     issuer: str
     provider: WorkloadIdentityProvider
@@ -80,6 +88,7 @@ class Settings(NamedTuple):
     policy_file: str | None
     threads: int  # per worker: the threads that run requests which may wait (see main.py)
     proxy_secret: ProxySecretSettings = ProxySecretSettings(DEFAULT_PROXY_SECRET_HEADER, ())
+    token_cache: TokenCacheSettings = TokenCacheSettings()
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -94,6 +103,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     signer = _signer(reader)
     threads = _threads(reader)
     google = _google(reader, threads)
+    token_cache = _token_cache(reader, google.service_account_token_lifetime)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
     policy_file = reader.get("POLICY_FILE")
@@ -116,6 +126,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         policy_file=policy_file,
         threads=threads,
         proxy_secret=proxy_secret,
+        token_cache=token_cache,
     )
 
 
@@ -236,6 +247,22 @@ def _google(reader: EnvironmentReader, threads: int) -> GoogleSettings:
         retry_budget_seconds=budget,
         max_concurrent_exchanges=int(exchanges),
     )
+
+
+def _token_cache(reader: EnvironmentReader, lifetime: int) -> TokenCacheSettings:
+    enabled = reader.choice("GOOGLE_TOKEN_CACHE", ("on", "off"), default="on") == "on"
+    # The shortest Google token lives SERVICE_ACCOUNT_TOKEN_LIFETIME (STS's live an hour): a margin as
+    # long would never serve a hit. The default fits any lifetime.
+    margin = reader.get("GOOGLE_TOKEN_CACHE_MARGIN_SECONDS") or str(min(300, lifetime // 2))
+    if not margin.isdigit() or (lifetime and int(margin) >= lifetime):
+        reader.fail(f"GOOGLE_TOKEN_CACHE_MARGIN_SECONDS={margin!r} must be whole seconds, fewer than "
+                    f"SERVICE_ACCOUNT_TOKEN_LIFETIME ({lifetime})")
+        margin = "0"
+    entries = reader.get("GOOGLE_TOKEN_CACHE_MAX_ENTRIES") or "10000"
+    if not entries.isdigit() or not 1 <= int(entries) <= 1_000_000:
+        reader.fail(f"GOOGLE_TOKEN_CACHE_MAX_ENTRIES={entries!r} must be a whole number from 1 to 1000000")
+        entries = "1"
+    return TokenCacheSettings(enabled, int(margin), int(entries))
 
 
 def _threads(reader: EnvironmentReader) -> int:
