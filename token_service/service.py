@@ -52,8 +52,7 @@ from token_service.request import (
 )
 
 _log = logging.getLogger(__name__)
-# A cached ID token is handed out again only while it has this long left (see docs/architecture.md).
-ID_TOKEN_REUSE_SECONDS = 60
+ID_TOKEN_REUSE_SECONDS = 60  # a cached ID token is served again only while it has this long left
 # RFC 6749 5.1: token responses must not be cached.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
@@ -128,8 +127,9 @@ class TokenService:
                     upstream: list[float] = []  # seconds of the Google call, if this request made one
                     try:
                         issued, hit = self._exchanged(claims, client, grant, wanted, request.response_format, upstream)
-                    finally:  # the log-based metric of upstream latency reads this
-                        facts = facts._replace(upstream_seconds=upstream[0] if upstream else None)
+                    finally:  # the log-based metric of upstream latency reads this; a refusal Google gave is a miss
+                        facts = facts._replace(upstream_seconds=upstream[0] if upstream else None, exchange={
+                            "cache": "miss"} if upstream and self._cache is not None else {})
                     facts = _exchange_facts(facts, issued, hit, client.client_id)
         except OAuthError as refusal:
             error = refusal
@@ -183,8 +183,8 @@ class TokenService:
 
     def _exchanged(self, claims: IdTokenClaims, client: AuthenticatedClient, grant: Grant, wanted: ExchangeRequest,
                    response_format: str, upstream: list[float]) -> tuple[IssuedTokens, bool | None]:
-        """The ID token and the Google token beside it, from the cache (hit: True) or signed and exchanged
-        now (False; None: no cache). ``upstream`` gets the seconds of the Google call this request made."""
+        """The ID token and Google's token, from the cache (hit: True) or signed and exchanged now (False;
+        None: no cache). ``upstream`` gets the seconds of the Google call this request made."""
         exchange = self._exchange
         assert exchange is not None  # _exchange_request refuses an exchange without one
 
