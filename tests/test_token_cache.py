@@ -166,12 +166,11 @@ def test_the_least_recently_used_entry_goes_when_full(clock):
 SCOPED = ExchangeRequest((SCOPE,))
 
 
-def key(claims=None, rule="r", policy="p", request=SCOPED, response_format="oauth",
-        valid_until=NOW + 1000):
+def key(claims=None, rule="r", policy="p", request=SCOPED, response_format="oauth"):
     claims = claims or {"sub": "client", "client": {"x5_sha256": "A", "x5_serial": "01"}, "team": "demo",
                         "iat": 1, "exp": 2, "jti": "x"}
     return exchange_key(claims=claims, policy_rule=rule, policy_fingerprint=policy, request=request,
-                        response_format=response_format, valid_until=valid_until)
+                        response_format=response_format)
 
 
 def test_the_key_ignores_only_the_time_and_id_claims_and_the_order_of_scopes():
@@ -191,9 +190,7 @@ def test_the_key_ignores_only_the_time_and_id_claims_and_the_order_of_scopes():
     {"request": ExchangeRequest((SCOPE,), "sa@p.iam.gserviceaccount.com")},
     {"request": ExchangeRequest((), "sa@p.iam.gserviceaccount.com", "https://a")},
     {"response_format": "external_credential"},
-    {"valid_until": NOW + 1001},
-], ids=["fingerprint", "serial", "rule-claim", "rule", "policy", "scope", "service-account", "audience", "format",
-        "proof-expiry"])
+], ids=["fingerprint", "serial", "rule-claim", "rule", "policy", "scope", "service-account", "audience", "format"])
 def test_every_fact_that_shapes_the_token_changes_the_key(changed):
     assert key(**changed) != key()
 

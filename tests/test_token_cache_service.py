@@ -14,6 +14,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
+import jwt
 import pytest
 
 from devtools.google_emulator import local_emulator, serve
@@ -24,6 +25,7 @@ from devtools.local import (
     local_environment,
     proxy_secret_headers,
 )
+from devtools.oidc_issuer import LocalIssuer
 from devtools.pki import ensure_dev_pki
 from tests.support import b64, verified_headers
 from token_service.audit import JsonLineWriter
@@ -41,6 +43,7 @@ from token_service.service import TokenService, service_from_environment
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 READ_ONLY = "https://www.googleapis.com/auth/devstorage.read_only"
 AUDIENCE = "https://hello-abc123-uc.a.run.app"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
 
 class Google:
@@ -249,3 +252,30 @@ def test_the_cache_is_on_by_default(google, audit):
 def test_id_token_requests_are_not_labelled(google, audit, cached):
     assert post(cached, google)[0] == 200
     assert cache_labels(audit) == [None]
+
+
+def test_a_reused_id_token_never_outlives_the_proof_of_the_request_it_is_served_to(google, audit, tmp_path):
+    """Assertions are keyed by what they prove, not by their expiry: a second assertion of the same workload
+    gets the cached Google token, and a broker ID token that does not outlive its own assertion."""
+    issuer = LocalIssuer().start()
+    try:
+        policy_file = tmp_path / "policy.json"
+        policy_file.write_text(json.dumps({
+            "issuers": [{"name": "prod-cluster", "issuer": issuer.url, "jwks": issuer.jwks(), "single_use": False}],
+            "rules": [{"name": "payments", "allow": {"scopes": [SCOPE]},
+                       "assertion": {"issuer": "prod-cluster", "subject": "system:serviceaccount:payments:*"}}]}))
+        service = service_from_environment({**google.environ, "AUTH_FLOWS": "jwt-bearer",
+                                            "POLICY_FILE": str(policy_file)}, audit.stream)
+        answers = []
+        for lifetime in (3600, 120):
+            assertion = issuer.mint(audience=service.settings.issuer, lifetime=lifetime)
+            answers.append(post(service, google, grant_type=JWT_BEARER, assertion=assertion, scope=SCOPE))
+            assertion_exp = jwt.decode(assertion, options={"verify_signature": False})["exp"]
+            status, body = answers[-1]
+            assert status == 200, body
+            assert jwt.decode(body["id_token"], options={"verify_signature": False})["exp"] <= assertion_exp
+    finally:
+        issuer.stop()
+    assert answers[0][1]["access_token"] == answers[1][1]["access_token"]
+    assert answers[0][1]["id_token"] != answers[1][1]["id_token"]
+    assert cache_labels(audit) == ["miss", "hit"]

@@ -201,15 +201,15 @@ class TokenService:
             return load()[0], None
         key = exchange_key(claims=claims.payload, policy_rule=grant.rule if self._policy is not None else None,
                            policy_fingerprint=self._policy_fingerprint, request=wanted,
-                           response_format=response_format, valid_until=client.valid_until)
+                           response_format=response_format)
         cached = self._cache.fetch(key, load, client.valid_until)
         issued, exchanged = cached.value, cached.value.exchanged
         if not cached.hit or exchanged is None:
             return issued, False
         now = self._clock()
-        if issued.id_token_expires_at - now < ID_TOKEN_REUSE_SECONDS:
-            # The broker's ID token expires long before the Google token: sign a fresh one, once, for the
-            # hits that follow (with the IAM signer, one signJwt per ID-token lifetime, not per request).
+        if not now + ID_TOKEN_REUSE_SECONDS <= issued.id_token_expires_at <= claims.expires_at:
+            # Near its end (or it would outlive this request's proof): sign a fresh one, kept for the hits
+            # that follow (with the IAM signer, one signJwt per ID-token lifetime, not per request).
             issued = self._sign(claims)._replace(exchanged=exchanged)
             self._cache.replace(key, issued)
         # What Google's token has left, not what it had when Google issued it.

@@ -29,8 +29,11 @@ _KEY_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=r
 
 
 def exchange_key(*, claims: Mapping[str, Any], policy_rule: str | None, policy_fingerprint: str,
-                 request: ExchangeRequest, response_format: str, valid_until: int | None) -> str:
-    """The cache key of one exchange: equal only when Google would be asked the same thing."""
+                 request: ExchangeRequest, response_format: str) -> str:
+    """The cache key of one exchange: equal only when Google would be asked the same thing.
+
+    The proof's expiry is not part of it: every request's proof is checked before the cache is read,
+    and an entry is kept no longer than the proof of the request that fetched it."""
     shaping = {name: value for name, value in claims.items() if name not in TIME_AND_ID_CLAIMS}
     material = {
         "claims": shaping,
@@ -41,7 +44,6 @@ def exchange_key(*, claims: Mapping[str, Any], policy_rule: str | None, policy_f
         "service_account": request.service_account,
         "audience": request.audience,
         "format": response_format,
-        "valid_until": valid_until,
     }
     return hashlib.sha256(_KEY_ENCODER.encode(material).encode()).hexdigest()
 
