@@ -110,16 +110,24 @@ def build(google: Google, audit, *, policy=None, cache=None, clock=None, **envir
     service = TokenService(settings, load_signer(settings.signer, settings.google, google.environ, upstream),
                            JsonLineWriter(audit.stream), exchange, clock=clock or time.time,
                            policy=policy and parse_policy(policy), cache=cache)
-    google.documents.update({"/.well-known/openid-configuration": service.discovery_json,
-                             "/jwks": service.jwks_json or b"{}"})
+    publish(google, service)
     return service
+
+
+def publish(google: Google, service: TokenService) -> None:
+    """Serve the service's discovery document and keys, as its issuer URL does."""
+    for path in ("/.well-known/openid-configuration", "/jwks"):
+        google.documents[path] = dispatch(service, HttpRequest("GET", path, dict(secret_headers(google)))).body
+
+
+def secret_headers(google: Google) -> dict[str, str]:
+    return {name.lower(): value for name, value in proxy_secret_headers(google.environ).items()}
 
 
 def post(service: TokenService, google: Google, headers=None, **form):
     body = urlencode({"grant_type": "client_credentials", **form}).encode()
     response = dispatch(service, HttpRequest("POST", "/token", {
-        "content-type": "application/x-www-form-urlencoded",
-        **{name.lower(): value for name, value in proxy_secret_headers(google.environ).items()},
+        "content-type": "application/x-www-form-urlencoded", **secret_headers(google),
         **(headers or verified_headers())}, body))
     return response.status, json.loads(response.body)
 
@@ -235,7 +243,7 @@ def test_a_refusal_from_google_is_not_cached(google, audit, cached):
 
 def test_the_off_switch_calls_google_every_time_and_labels_nothing(google, audit):
     service = service_from_environment({**google.environ, "GOOGLE_TOKEN_CACHE": "off"}, audit.stream)
-    google.documents["/jwks"] = service.jwks_json or b"{}"
+    publish(google, service)
     before = google.calls()
     tokens = {post(service, google, scope=SCOPE)[1]["access_token"] for _ in range(3)}
     assert google.calls() - before == 3 and len(tokens) == 3
@@ -244,6 +252,7 @@ def test_the_off_switch_calls_google_every_time_and_labels_nothing(google, audit
 
 def test_the_cache_is_on_by_default(google, audit):
     service = service_from_environment(google.environ, audit.stream)
+    publish(google, service)
     before = google.calls()
     assert len({post(service, google, scope=SCOPE)[1]["access_token"] for _ in range(3)}) == 1
     assert google.calls() - before == 1 and cache_labels(audit) == ["miss", "hit", "hit"]
@@ -266,6 +275,7 @@ def test_a_reused_id_token_never_outlives_the_proof_of_the_request_it_is_served_
                        "assertion": {"issuer": "prod-cluster", "subject": "system:serviceaccount:payments:*"}}]}))
         service = service_from_environment({**google.environ, "AUTH_FLOWS": "jwt-bearer",
                                             "POLICY_FILE": str(policy_file)}, audit.stream)
+        publish(google, service)
         answers = []
         for lifetime in (3600, 120):
             assertion = issuer.mint(audience=service.settings.issuer, lifetime=lifetime)
