@@ -95,8 +95,7 @@ def google(tmp_path_factory):
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
+    offset = 0.0  # seconds ahead of the real time
 
     def __call__(self) -> float:
         return time.time() + self.offset
@@ -202,6 +201,19 @@ def test_an_expired_certificate_is_refused_though_its_token_is_cached(google, au
     assert status == 401 and "access_token" not in body and "certificate_expired" in body["error_description"]
 
 
+@pytest.mark.parametrize(("headers", "reason"), [
+    (verified_headers(**{"x-client-cert-chain-verified": "false"}), "certificate_not_verified"),
+    (verified_headers(**{"x-client-cert-error": "client_cert_validation_failed"}), "certificate_error"),
+    (verified_headers(**{"x-client-cert-present": "false"}), "no_client_certificate"),
+    ({name: value for name, value in verified_headers().items() if name != "x-client-cert-present"},
+     "mtls_headers_missing"),
+], ids=["unverified", "error-header", "no-certificate", "no-headers"])
+def test_a_hit_still_checks_the_certificate_headers(google, audit, cached, headers, reason):
+    assert post(cached, google, scope=SCOPE)[0] == 200
+    status, body = post(cached, google, headers, scope=SCOPE)
+    assert status == 401 and "access_token" not in body and f"reason: {reason}" in body["error_description"]
+
+
 def policy(scopes: list[str], rule: str = "meters", claims=None) -> dict:
     return {"rules": [{"name": rule, "certificate": {"spiffe_id": "spiffe://example.net/**"},
                        "allow": {"scopes": scopes, **({"claims": claims} if claims else {})}}]}
@@ -250,17 +262,13 @@ def test_the_off_switch_calls_google_every_time_and_labels_nothing(google, audit
     assert cache_labels(audit) == [None, None, None]
 
 
-def test_the_cache_is_on_by_default(google, audit):
+def test_the_cache_is_on_by_default_and_labels_exchanges_only(google, audit):
     service = service_from_environment(google.environ, audit.stream)
     publish(google, service)
     before = google.calls()
     assert len({post(service, google, scope=SCOPE)[1]["access_token"] for _ in range(3)}) == 1
-    assert google.calls() - before == 1 and cache_labels(audit) == ["miss", "hit", "hit"]
-
-
-def test_id_token_requests_are_not_labelled(google, audit, cached):
-    assert post(cached, google)[0] == 200
-    assert cache_labels(audit) == [None]
+    assert post(service, google)[0] == 200  # an ID token alone: no exchange, no label
+    assert google.calls() - before == 1 and cache_labels(audit) == ["miss", "hit", "hit", None]
 
 
 def test_a_reused_id_token_never_outlives_the_proof_of_the_request_it_is_served_to(google, audit, tmp_path):
