@@ -304,3 +304,33 @@ def test_redis_url_without_a_flow_that_keeps_state_is_refused(environ):
 def test_settings_never_print_the_redis_password(environ):
     printed = repr(load_settings(with_redis(environ, f"redis://:{REDIS_PASSWORD}@10.0.0.3:6379")))
     assert "redis://:***@10.0.0.3:6379" in printed and REDIS_PASSWORD not in printed
+
+
+def test_the_google_token_cache_is_on_by_default_with_a_margin_and_a_bound(environ):
+    assert tuple(load_settings(environ).token_cache) == (True, 300, 10_000)
+    environ.update(GOOGLE_TOKEN_CACHE="off", GOOGLE_TOKEN_CACHE_MARGIN_SECONDS="60",
+                   GOOGLE_TOKEN_CACHE_MAX_ENTRIES="5")
+    assert tuple(load_settings(environ).token_cache) == (False, 60, 5)
+
+
+def test_the_default_margin_fits_a_short_service_account_token_lifetime(environ):
+    environ["SERVICE_ACCOUNT_TOKEN_LIFETIME"] = "120"
+    assert load_settings(environ).token_cache.margin_seconds == 60
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("GOOGLE_TOKEN_CACHE", "yes"),
+    ("GOOGLE_TOKEN_CACHE_MARGIN_SECONDS", "-1"),
+    ("GOOGLE_TOKEN_CACHE_MARGIN_SECONDS", "5m"),
+    ("GOOGLE_TOKEN_CACHE_MARGIN_SECONDS", "3600"),  # as long as the tokens live: never a hit
+    ("GOOGLE_TOKEN_CACHE_MAX_ENTRIES", "0"),
+    ("GOOGLE_TOKEN_CACHE_MAX_ENTRIES", "1e4"),
+])
+def test_bad_google_token_cache_settings_stop_the_cold_start(environ, name, value):
+    environ[name] = value
+    assert any(problem.startswith(f"{name}=") for problem in problems(environ))
+
+
+def test_the_margin_must_be_shorter_than_the_service_account_token_lifetime(environ):
+    environ.update(SERVICE_ACCOUNT_TOKEN_LIFETIME="600", GOOGLE_TOKEN_CACHE_MARGIN_SECONDS="600")
+    assert any("fewer than SERVICE_ACCOUNT_TOKEN_LIFETIME (600)" in problem for problem in problems(environ))

@@ -31,9 +31,10 @@ from token_service.errors import (
 from token_service.flows import CLIENT_SECRET_FLOW, JWT_BEARER_FLOW
 from token_service.flows.authentication import AuthenticatedClient, Authenticator
 from token_service.flows.rfc6749_client_secret import SecretAuthenticator
-from token_service.google.exchange import ExchangeRequest, GoogleExchange, parse_exchange_request
+from token_service.google.exchange import SLOT_WAIT_SECONDS, ExchangeRequest, GoogleExchange, parse_exchange_request
 from token_service.google.iam_credentials import IamCredentialsClient
 from token_service.google.sts import StsClient
+from token_service.google.token_cache import TokenCache, exchange_key, fingerprint
 from token_service.google.transport import RetryPolicy, UpstreamClient
 from token_service.issuing.claims import IdTokenClaims, id_token_claims
 from token_service.issuing.discovery import discovery_document
@@ -51,6 +52,7 @@ from token_service.request import (
 from token_service.state.stores import build_stores
 
 _log = logging.getLogger(__name__)
+ID_TOKEN_REUSE_SECONDS = 60  # a cached ID token is served again only while it has this long left
 # RFC 6749 5.1: token responses must not be cached.
 NO_STORE = (("Cache-Control", "no-store"), ("Pragma", "no-cache"))
 
@@ -76,6 +78,7 @@ class TokenService:
         clock: Callable[[], float] = time.time,
         policy: Policy | None = None,
         authenticator: Authenticator | None = None,
+        cache: TokenCache[IssuedTokens] | None = None,
     ):
         self.settings = settings
         self.signer = signer
@@ -83,6 +86,8 @@ class TokenService:
         self._exchange = exchange
         self._clock = clock
         self._policy = policy
+        self._policy_fingerprint = fingerprint(policy) if policy is not None else "open"
+        self._cache = cache
         self._authenticator = authenticator or Authenticator(settings.auth_flows, settings.mtls_headers)
         self._names = settings.mtls_headers
         self.discovery = discovery_document(
@@ -111,18 +116,18 @@ class TokenService:
                 grant = self._grant(client, wanted)
                 facts = facts._replace(policy_rule=grant.rule if self._policy is not None else None)
                 self._authenticator.record_use(client)
-                issued = self._issue(client, grant, now)
-                facts = facts._replace(jti=issued.jti, message=f"Issued ID token for client '{client.client_id}'")
-                if wanted.wanted:
-                    exchange_started = time.monotonic()
+                claims = issued_claims(self.settings, client, grant, now)
+                if not wanted.wanted:
+                    issued = self._sign(claims)
+                    facts = facts._replace(jti=issued.jti, message=f"Issued ID token for client '{client.client_id}'")
+                else:
+                    upstream: list[float] = []  # seconds of the Google call, if this request made one
                     try:
-                        assert self._exchange is not None  # _exchange_request refuses an exchange without one
-                        exchanged = self._exchange.exchange(wanted, issued.id_token, client.client_id)
-                    finally:  # the log-based metric of upstream latency reads this
-                        facts = facts._replace(upstream_seconds=round(time.monotonic() - exchange_started, 6))
-                    issued = issued._replace(exchanged=exchanged)
-                    facts = facts._replace(exchange=exchanged.audit,
-                                           message=f"{facts.message} and {exchanged.summary}")
+                        issued, hit = self._exchanged(claims, client, grant, wanted, request.response_format, upstream)
+                    finally:  # the log-based metric of upstream latency reads this; a refusal Google gave is a miss
+                        facts = facts._replace(upstream_seconds=upstream[0] if upstream else None, exchange={
+                            "cache": "miss"} if upstream and self._cache is not None else {})
+                    facts = _exchange_facts(facts, issued, hit, client.client_id)
         except OAuthError as refusal:
             error = refusal
         except Exception:
@@ -173,8 +178,41 @@ class TokenService:
             return OPEN_GRANT
         return self._policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
 
-    def _issue(self, client: AuthenticatedClient, grant: Grant, now: float) -> IssuedTokens:
-        claims = issued_claims(self.settings, client, grant, now)
+    def _exchanged(self, claims: IdTokenClaims, client: AuthenticatedClient, grant: Grant, wanted: ExchangeRequest,
+                   response_format: str, upstream: list[float]) -> tuple[IssuedTokens, bool | None]:
+        """The ID token and Google's token, from the cache (hit: True) or signed and exchanged now (False;
+        None: no cache). ``upstream`` gets the seconds of the Google call this request made."""
+        exchange = self._exchange
+        assert exchange is not None  # _exchange_request refuses an exchange without one
+
+        def load() -> tuple[IssuedTokens, float]:
+            issued = self._sign(claims)
+            started = time.monotonic()
+            try:
+                exchanged = exchange.exchange(wanted, issued.id_token, client.client_id)
+            finally:
+                upstream.append(round(time.monotonic() - started, 6))
+            return issued._replace(exchanged=exchanged), self._clock() + exchanged.expires_in
+
+        if self._cache is None:
+            return load()[0], None
+        key = exchange_key(claims=claims.payload, policy_rule=grant.rule if self._policy is not None else None,
+                           policy_fingerprint=self._policy_fingerprint, request=wanted,
+                           response_format=response_format)
+        cached = self._cache.fetch(key, load, client.valid_until)
+        issued, exchanged = cached.value, cached.value.exchanged
+        if not cached.hit or exchanged is None:
+            return issued, False
+        now = self._clock()
+        if not now + ID_TOKEN_REUSE_SECONDS <= issued.id_token_expires_at <= claims.expires_at:
+            # Near its end (or it would outlive this request's proof): sign a fresh one, kept for the hits
+            # that follow (with the IAM signer, one signJwt per ID-token lifetime, not per request).
+            issued = self._sign(claims)._replace(exchanged=exchanged)
+            self._cache.replace(key, issued)
+        # What Google's token has left, not what it had when Google issued it.
+        return issued._replace(exchanged=exchanged._replace(expires_in=max(0, int(cached.expires_at - now)))), True
+
+    def _sign(self, claims: IdTokenClaims) -> IssuedTokens:
         try:
             id_token = self.signer.sign(claims.payload)
         except SigningError as failure:
@@ -186,6 +224,15 @@ class TokenService:
         except UpstreamUnavailable as failure:
             raise upstream_unavailable(failure) from None
         return IssuedTokens(id_token=id_token, id_token_expires_at=claims.expires_at, jti=claims.jti)
+
+
+def _exchange_facts(facts: AttemptFacts, issued: IssuedTokens, hit: bool | None, client_id: str) -> AttemptFacts:
+    exchanged = issued.exchanged
+    assert exchanged is not None
+    labels = {**exchanged.audit, **({} if hit is None else {"cache": "hit" if hit else "miss"})}
+    message = (f"Served client '{client_id}' {exchanged.summary} from the cache" if hit
+               else f"Issued ID token for client '{client_id}' and {exchanged.summary}")
+    return facts._replace(jti=issued.jti, exchange=labels, message=message)
 
 
 def issued_claims(settings: Settings, client: AuthenticatedClient, grant: Grant, now: float) -> IdTokenClaims:
@@ -246,7 +293,10 @@ def service_from_environment(environ: Mapping[str, str], audit_stream: IO[str] |
     if policy and CLIENT_SECRET_FLOW in settings.auth_flows:
         secrets = SecretAuthenticator(policy, stores.failures)
     authenticator = Authenticator(settings.auth_flows, settings.mtls_headers, assertions, secrets)
-    return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator)
+    caching = settings.token_cache  # a request waiting on another's identical exchange waits as long as it may
+    cache = TokenCache[IssuedTokens](caching.margin_seconds, caching.max_entries,
+                                     google.retry_budget_seconds + SLOT_WAIT_SECONDS + 1) if caching.enabled else None
+    return TokenService(settings, signer, audit, exchange, policy=policy, authenticator=authenticator, cache=cache)
 
 
 def _utc(timestamp: float) -> datetime:

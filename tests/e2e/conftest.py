@@ -163,6 +163,9 @@ def launch(tmp_path_factory, name: str, overrides: dict[str, str] | None = None,
     return stack, function, gateways, log
 
 
+# The stacks whose tests count, fail or reconfigure Google's calls: each request must reach Google. The
+# cache of Google's tokens has its own stack (test_token_cache.py).
+NO_TOKEN_CACHE = {"GOOGLE_TOKEN_CACHE": "off"}
 PRODUCTION_SETTINGS = {"TOKEN_SIGNER": "iam", "AUDIT_LOG_HANDLER": "cloud-logging",
                        "GOOGLE_CLOUD_PROJECT": "local-project", "K_SERVICE": "token-service"}
 
@@ -176,7 +179,8 @@ def stop(function, servers, log) -> None:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    stack, function, servers, log = launch(tmp_path_factory, "stack", {"UPSTREAM_RETRY_BUDGET": "1.5"})
+    stack, function, servers, log = launch(tmp_path_factory, "stack",
+                                           {"UPSTREAM_RETRY_BUDGET": "1.5", **NO_TOKEN_CACHE})
     yield stack
     stop(function, servers, log)
 
@@ -269,7 +273,7 @@ def policy_stack(tmp_path_factory, issuer):
         """))
     stack, function, servers, log = launch(tmp_path_factory, "policy", {
         "POLICY_FILE": str(policy), "AUTH_FLOWS": "xlb-mtls-client-credentials,jwt-bearer,client-secret",
-        "UPSTREAM_RETRY_BUDGET": "1.5", "UPSTREAM_TIMEOUT": "0.5"})
+        "UPSTREAM_RETRY_BUDGET": "1.5", "UPSTREAM_TIMEOUT": "0.5", **NO_TOKEN_CACHE})
     stack.audience = stack.url  # the assertion's aud names the broker
     yield stack
     stop(function, servers, log)

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from devtools.local import RUNTIME_SERVICE_ACCOUNT, WORKLOAD_SERVICE_ACCOUNT
-from tests.e2e.conftest import launch, stop
+from tests.e2e.conftest import NO_TOKEN_CACHE, launch, stop
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 EXCHANGE = {"grant_type": "client_credentials", "scope": SCOPE, "service_account": WORKLOAD_SERVICE_ACCOUNT}
@@ -24,7 +24,7 @@ BUDGET = 1.5
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory):
     stack, function, servers, log = launch(tmp_path_factory, "faults", {
-        "THREADS": "8", "UPSTREAM_TIMEOUT": "0.5", "UPSTREAM_RETRY_BUDGET": str(BUDGET)})
+        "THREADS": "8", "UPSTREAM_TIMEOUT": "0.5", "UPSTREAM_RETRY_BUDGET": str(BUDGET), **NO_TOKEN_CACHE})
     yield stack
     stop(function, servers, log)
 
@@ -89,7 +89,7 @@ def test_hung_google_does_not_starve_other_requests(faulty):
 
 def test_a_signing_key_google_no_longer_publishes_is_a_refusal_not_a_crash(tmp_path_factory):
     """The ID token names a kid that is not (or no longer) in the signer's JWKS: STS refuses it."""
-    stack, function, servers, log = launch(tmp_path_factory, "stale-key", {"TOKEN_SIGNER": "iam"})
+    stack, function, servers, log = launch(tmp_path_factory, "stale-key", {"TOKEN_SIGNER": "iam", **NO_TOKEN_CACHE})
     try:
         emulator = stack.emulator
         published = emulator.service_account_key(RUNTIME_SERVICE_ACCOUNT)

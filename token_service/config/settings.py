@@ -68,6 +68,14 @@ class GoogleSettings(NamedTuple):
         return f"{self.service_account_keys_endpoint}/service_accounts/v1/metadata/jwk/{email}"
 
 
+class TokenCacheSettings(NamedTuple):
+    """The per-instance cache of Google-issued tokens (docs/architecture.md#calls-to-google)."""
+
+    enabled: bool = True
+    margin_seconds: int = 300  # served until this long before Google's expiry
+    max_entries: int = 10_000
+
+
 class Settings(NamedTuple):
     issuer: str
     provider: WorkloadIdentityProvider
@@ -83,6 +91,7 @@ class Settings(NamedTuple):
     max_waiting_requests: int = 16  # per worker: past this many requests that may wait, 503 at once
     proxy_secret: ProxySecretSettings = ProxySecretSettings(DEFAULT_PROXY_SECRET_HEADER, ())
     redis: RedisSettings | None = None  # None: each instance keeps its state in memory
+    token_cache: TokenCacheSettings = TokenCacheSettings()
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -101,6 +110,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         reader.fail(f"MAX_WAITING_REQUESTS={max_waiting!r} must be a whole number from 1 to 10000")
         max_waiting = "1"
     google = _google(reader, threads)
+    token_cache = _token_cache(reader, google.service_account_token_lifetime)
     audit = reader.choice("AUDIT_LOG_HANDLER", AUDIT_LOG_HANDLERS, default="json")
     project_id = reader.get("GOOGLE_CLOUD_PROJECT")
     policy_file = reader.get("POLICY_FILE")
@@ -129,6 +139,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_waiting_requests=int(max_waiting),
         proxy_secret=proxy_secret,
         redis=redis,
+        token_cache=token_cache,
     )
 
 
@@ -249,6 +260,22 @@ def _google(reader: EnvironmentReader, threads: int) -> GoogleSettings:
         retry_budget_seconds=budget,
         max_concurrent_exchanges=int(exchanges),
     )
+
+
+def _token_cache(reader: EnvironmentReader, lifetime: int) -> TokenCacheSettings:
+    enabled = reader.choice("GOOGLE_TOKEN_CACHE", ("on", "off"), default="on") == "on"
+    # The shortest Google token lives SERVICE_ACCOUNT_TOKEN_LIFETIME (STS's live an hour): a margin as
+    # long would never serve a hit. The default fits any lifetime.
+    margin = reader.get("GOOGLE_TOKEN_CACHE_MARGIN_SECONDS") or str(min(300, lifetime // 2))
+    if not margin.isdigit() or (lifetime and int(margin) >= lifetime):
+        reader.fail(f"GOOGLE_TOKEN_CACHE_MARGIN_SECONDS={margin!r} must be whole seconds, fewer than "
+                    f"SERVICE_ACCOUNT_TOKEN_LIFETIME ({lifetime})")
+        margin = "0"
+    entries = reader.get("GOOGLE_TOKEN_CACHE_MAX_ENTRIES") or "10000"
+    if not entries.isdigit() or not 1 <= int(entries) <= 1_000_000:
+        reader.fail(f"GOOGLE_TOKEN_CACHE_MAX_ENTRIES={entries!r} must be a whole number from 1 to 1000000")
+        entries = "1"
+    return TokenCacheSettings(enabled, int(margin), int(entries))
 
 
 def _threads(reader: EnvironmentReader) -> int:
