@@ -55,6 +55,7 @@ def measure(seconds: float = 15, concurrency: int = 256, latency: float = 0.2,
     emulator, emulator_server = start_emulator(pki["ca"].parent, gateway_port)
     env = {**local_environment(scratch, gateway_port, emulator_server.server_address[1]),
            "TOKEN_SIGNER": "iam", "SIGNING_SERVICE_ACCOUNT": RUNTIME_SERVICE_ACCOUNT,
+           "GOOGLE_TOKEN_CACHE": "off",  # every request must reach Google: this measures waiting, not the cache
            **PROCESS_SETTINGS, **(settings or {})}
     env.pop("SIGNING_KEY_FILE")
     headers.update(proxy_secret_headers(env))

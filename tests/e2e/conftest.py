@@ -197,9 +197,10 @@ def spiffe_stack(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def uri_stack(tmp_path_factory):
-    """A deployment that names clients by their first URI SAN."""
-    stack, function, gateways, log = launch(tmp_path_factory, "uri",
-                                            {"MTLS_HEADER_CLIENT_ID": "X-Client-Cert-URI-SANs"})
+    """A deployment that names clients by their first URI SAN, and holds one request that waits at a time."""
+    stack, function, gateways, log = launch(tmp_path_factory, "uri", {
+        "MTLS_HEADER_CLIENT_ID": "X-Client-Cert-URI-SANs", "THREADS": "2", "MAX_WAITING_REQUESTS": "1",
+        "UPSTREAM_RETRY_BUDGET": "1.5"})
     for name, uri in {"uri-secret": "secret:legacy-scanner", "uri-jwt": "jwt:prod-cluster:system:serviceaccount:x:y",
                       "uri-plain": "https://inventory.example/device/7"}.items():
         issued = mint_client(stack.local_dir, name, uris=[uri])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,6 +116,17 @@ def provoke(reason: Reason, stack, spiffe_stack, uri_stack, policy_stack, iam_st
                 return stack.post_token(data=exchange)
             finally:
                 stack.emulator._faults.clear()
+        case Reason.INSTANCE_BUSY:
+            # uri_stack holds one request that waits: a hung exchange takes it, and the next is refused at once.
+            uri_stack.emulator.inject("sts", "hang:3")
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                holding = pool.submit(uri_stack.post_token, "uri-plain", exchange)
+                time.sleep(0.5)
+                try:
+                    return uri_stack.post_token("uri-plain", exchange)
+                finally:
+                    holding.result()
+                    uri_stack.emulator._faults.clear()
         case Reason.NOT_THROUGH_LOAD_BALANCER:
             return direct(stack, with_headers(), proxy_secret=False)
         case Reason.SIGNING_FAILED:
