@@ -33,7 +33,8 @@ from urllib.parse import urlencode, urlsplit
 
 from cryptography import x509
 
-from bench.run import PROCESS_SETTINGS, UPSTREAM_LATENCY, drained_pipe, run_wrk, wrk_script
+from bench import PROCESS_SETTINGS, UPSTREAM_LATENCY
+from bench.wrk import drained_pipe, run_wrk, wrk_script
 from devtools.gateway import certificate_headers, header_names_from_environment
 from devtools.local import (
     free_port,
@@ -151,6 +152,23 @@ def measure(clients: int = 100, requests: int = 10_000, seconds: float = 5, repe
         emulator_server.shutdown()
     results["audit_cache_labels"] = cache_labels(scratch / "audit.log")
     return results
+
+
+def rows(results: dict, verdict) -> list[tuple[str, str, str]]:
+    """The table rows of bench/run.py; ``verdict(name, passed)`` says PASS or FAIL and records a failure."""
+    table = []
+    for name, who in (("distinct", f"{results['clients']} clients"),
+                      ("shared", f"{results['clients']} clients sharing one certificate")):
+        measured = results[name]
+        table.append((f"Google calls for {results['requests']} scoped tokens, {who}", str(measured["google_calls"]),
+                      f"target <= {measured['bound']} ({results['google_calls_per_token']} a token); answers "
+                      f"{measured['statuses']} " + verdict(f"token cache, {name}", measured["passed"])))
+    latency = results["latency"]
+    table.append(("cache hit p50 / locally signed ID token p50",
+                  f"{latency['hit_p50_ms']:.2f} / {latency['id_token_p50_ms']:.2f} ms",
+                  f"{latency['ratio']:.2f} x (target <= {HIT_P50_TARGET}) " + verdict("token cache hit p50",
+                                                                                     latency["passed"])))
+    return table
 
 
 def cache_labels(audit_log: Path) -> dict[str, int]:

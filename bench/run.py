@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from bench import PROCESS_SETTINGS, latency
+from bench import PROCESS_SETTINGS, UPSTREAM_LATENCY, google_cache, latency, redis_replay
 from bench.wrk import (
     drained_pipe,
     run_wrk,
@@ -53,7 +53,6 @@ from devtools.local import (
 )
 from devtools.pki import ensure_dev_pki
 
-UPSTREAM_LATENCY = 0.020  # seconds added to every emulated Google call
 CONCURRENCIES = (1, 8, 32)
 # The bare hello-worlds: the same server as the function (functions-framework's ASGI mode, uvicorn),
 # and functions-framework's default (Flask on gunicorn threads), for reference.
@@ -300,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="launches per configuration, interleaved (median counts; one launch varies by 50 %%)")
     parser.add_argument("--latency-seconds", type=float, default=15,
                         help="each latency-hiding run (c=256, 200 ms per Google call; 0: none)")
+    parser.add_argument("--cache-requests", type=int, default=10_000,
+                        help="requests of the token-cache run, from 100 clients (0: none)")
+    parser.add_argument("--redis-seconds", type=float, default=20,
+                        help="the Redis-backed replay check against the in-memory one (0: none)")
     parser.add_argument("--check", action="store_true", help="exit with status 1 if a stated target failed")
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -408,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_seconds > 0:
         print("Latency hiding (production signer, 200 ms per Google call, c=256)...", file=sys.stderr)
         results["latency_hiding"] = latency.measure(args.latency_seconds)
+    if args.cache_requests > 0:
+        print("Cache of Google's tokens (100 clients, the same scoped token)...", file=sys.stderr)
+        results["token_cache"] = google_cache.measure(requests=args.cache_requests, seconds=args.seconds / 2)
+    if args.redis_seconds > 0:
+        print("Replay check in Redis against in memory (jwt-bearer)...", file=sys.stderr)
+        results["redis_replay"] = redis_replay.measure(args.redis_seconds)
 
     print("Cold starts...", file=sys.stderr)
     byte_compile([ROOT / "main.py", ROOT / "token_service", *(scratch / f"hello_{mode}.py" for mode in HELLOS)])
@@ -508,6 +517,10 @@ def report(results: dict) -> list[str]:
                  f"{production['new_upstream_connections_per_request']:.3f}", "target 0 (not checked)"))
     if "latency_hiding" in results:
         rows += latency.rows(results["latency_hiding"], verdict)
+    if "token_cache" in results:
+        rows += google_cache.rows(results["token_cache"], verdict)
+    if "redis_replay" in results:
+        rows += redis_replay.rows(results["redis_replay"])
     cold = results["cold_start_seconds"]
     for mode in HELLOS:
         median = cold[f"hello_{mode}"]["median"]
