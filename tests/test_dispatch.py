@@ -199,8 +199,8 @@ def test_with_a_remote_signer_every_token_request_may_wait(service, monkeypatch)
 
 @pytest.fixture
 def secret_service(environ, tmp_path, audit):
+    from token_service.assembly import service_from_environment
     from token_service.flows.rfc6749_client_secret import hash_secret
-    from token_service.service import service_from_environment
 
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules:\n  - name: scanner\n    client_secret:\n      client_id: legacy-scanner\n"

@@ -242,7 +242,7 @@ def test_the_redis_client_is_loaded_only_with_redis_url(environ, tmp_path):
     policy.write_text("issuers:\n  - name: k\n    issuer: https://issuer.example\nrules:\n"
                       "  - name: r\n    assertion:\n      issuer: k\n      subject: s\n")
     base = {**environ, "AUTH_FLOWS": "jwt-bearer,client-secret", "POLICY_FILE": str(policy)}
-    probe = ("import json, os, sys\nfrom token_service.service import service_from_environment\n"
+    probe = ("import json, os, sys\nfrom token_service.assembly import service_from_environment\n"
              "service_from_environment(json.loads(os.environ['PROBE_ENV']))\nprint('redis' in sys.modules)")
     for extra, loaded in (({}, "False"), ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "True")):
         result = subprocess.run([sys.executable, "-c", probe], env={"PROBE_ENV": json.dumps({**base, **extra})},

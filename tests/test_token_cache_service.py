@@ -28,6 +28,7 @@ from devtools.local import (
 from devtools.oidc_issuer import LocalIssuer
 from devtools.pki import ensure_dev_pki
 from tests.support import b64, verified_headers
+from token_service.assembly import service_from_environment
 from token_service.audit import JsonLineWriter
 from token_service.config import load_settings
 from token_service.edge.dispatch import HttpRequest, dispatch
@@ -38,7 +39,7 @@ from token_service.google.token_cache import TokenCache
 from token_service.google.transport import UpstreamClient
 from token_service.issuing.signers import load_signer
 from token_service.policy import parse_policy
-from token_service.service import TokenService, service_from_environment
+from token_service.service import TokenService
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 READ_ONLY = "https://www.googleapis.com/auth/devstorage.read_only"

@@ -11,6 +11,7 @@ may have), ``issuing`` (claims, signing, responses), ``google`` (STS and IAM),
 What the entry point and the tools use is below; everything else is internal.
 """
 
+from token_service.assembly import service_from_environment
 from token_service.audit.log_pipe import BatchedLines
 from token_service.config import MTLS_HEADER_DEFAULTS, Settings, load_settings, mtls_header_names, proxy_secret_settings
 from token_service.edge.admission import WaitingRequests
@@ -18,7 +19,7 @@ from token_service.edge.client_address import client_ip
 from token_service.edge.dispatch import HttpRequest, HttpResponse, answer_busy, answer_token, dispatch, route
 from token_service.edge.parsing import MAX_BODY_BYTES, may_wait
 from token_service.errors import ConfigurationError, OAuthError, Reason, TokenServiceError
-from token_service.service import TokenService, service_from_environment
+from token_service.service import TokenService
 
 __version__ = "0.1.0"
 __all__ = [
