@@ -77,9 +77,10 @@ class HangingIssuer:
 
 
 class ScriptedIssuer:
-    """Answers every GET with whatever ``answer(path)`` returns: (status, body bytes)."""
+    """Answers every GET with whatever ``answer(path)`` returns: (status, body bytes), or (status, body
+    bytes, extra headers); counts the requests."""
 
-    def __init__(self, answer: Callable[[str], tuple[int, bytes]]) -> None:
+    def __init__(self, answer: Callable[[str], tuple[int, bytes] | tuple[int, bytes, dict[str, str]]]) -> None:
         self.answer = answer
         self.requests = 0
         owner = self
@@ -87,9 +88,10 @@ class ScriptedIssuer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.requests += 1
-                status, body = owner.answer(self.path)
+                status, body, *extra = owner.answer(self.path)
                 self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
+                for name, value in {**(extra[0] if extra else {}), "Content-Length": str(len(body))}.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 

@@ -4,57 +4,23 @@ bounded waits, https only, no redirects, a size cap; and no import from the brok
 from __future__ import annotations
 
 import ast
-import http.server
 import json
-import socketserver
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from werkzeug.test import Client
 
 from devtools.oidc_issuer import LocalIssuer
-from tests.support import HangingIssuer
+from tests.support import HangingIssuer, ScriptedIssuer
 from workload_toolkit import BearerTokenMiddleware, IssuerKeys, trusted_issuer
 from workload_toolkit.keys import MAX_DOCUMENT_BYTES, KeysUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "https://ledger.example.com"
-
-
-class ScriptedIssuer:
-    """Answers every GET with ``answer(path)``: (status, body, extra headers); counts the requests."""
-
-    def __init__(self, answer: Callable[[str], tuple[int, bytes, dict[str, str]]]) -> None:
-        self.requests = 0
-        owner = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                owner.requests += 1
-                status, body, headers = answer(self.path)
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture
