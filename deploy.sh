@@ -47,8 +47,10 @@ Options:
   --finish-proxy-secret-rotation  after the load balancer has switched: accept only the new value
   --redis                   also create a Memorystore for Redis instance (the jti replay cache and the
                             client-secret rate limits, shared by all instances) and the Serverless VPC
-                            Access connector the function reaches it through; sets REDIS_URL
-  --redis-tier TIER         basic (default) or standard (a replica with automatic failover)
+                            Access connector the function reaches it through; sets REDIS_URL; needs
+                            --auth-flows with jwt-bearer or client-secret
+  --redis-tier TIER         standard (default: a replica with automatic failover) or basic (cheaper;
+                            a restart forgets the spent jtis, so a replay may pass once)
   --redis-size-gb N         the instance's memory, 1-300 (default 1)
   --network NAME            the VPC network of the instance and the connector (default: default)
   --vpc-connector-range CIDR  an unused internal /28 for the connector (default 10.8.0.0/28)
@@ -97,7 +99,7 @@ ALERT_THRESHOLD=${ALERT_THRESHOLD:-10}
 NOTIFICATION_CHANNEL=${NOTIFICATION_CHANNEL:-}
 YES=0
 REDIS=0
-REDIS_TIER=${REDIS_TIER:-basic}
+REDIS_TIER=${REDIS_TIER:-standard}
 REDIS_SIZE_GB=${REDIS_SIZE_GB:-1}
 NETWORK=${NETWORK:-default}
 VPC_CONNECTOR_RANGE=${VPC_CONNECTOR_RANGE:-10.8.0.0/28}

@@ -8,6 +8,9 @@
 [[ ${REDIS:-0} == 0 ]] || APIS+=(redis.googleapis.com vpcaccess.googleapis.com)
 
 validate_redis_inputs() {  # appends to the caller's problems array
+  # Only these flows keep state in Redis, and the function refuses a REDIS_URL that nothing uses.
+  [[ $DESTROY == 1 || ,${AUTH_FLOWS// /}, =~ ,(jwt-bearer|client-secret), ]] ||
+    problems+=("--redis holds the jwt-bearer replay cache and the client-secret limits: --auth-flows must enable jwt-bearer or client-secret")
   [[ $REDIS_TIER =~ ^(basic|standard)$ ]] || problems+=("--redis-tier must be basic or standard")
   if [[ ! $REDIS_SIZE_GB =~ ^[0-9]+$ ]] || (( REDIS_SIZE_GB < 1 || REDIS_SIZE_GB > 300 )); then
     problems+=("--redis-size-gb must be a whole number of GB from 1 to 300 (Memorystore's range)")

@@ -33,7 +33,12 @@ def ca_pem(tmp_path_factory) -> Path:
 
 
 def base(ca_pem: Path) -> list[str]:
-    return ["--fqdn", "token.example.com", "--ca-cert", str(ca_pem)]
+    # Redis holds the client-secret limits (and jwt-bearer's replay cache): without one of those flows the
+    # function refuses REDIS_URL.
+    policy = ca_pem.parent / "policy.yaml"
+    policy.write_text("clients: []\n")
+    return ["--fqdn", "token.example.com", "--ca-cert", str(ca_pem), "--policy", str(policy),
+            "--auth-flows", "xlb-mtls-client-credentials,client-secret"]
 
 
 @dataclass
@@ -64,7 +69,7 @@ def played(tmp_path_factory, ca_pem) -> Iterator[Played]:
     home = tmp_path_factory.mktemp("deploy-redis")
     snapshots: dict[str, State] = {}
     arguments = base(ca_pem)
-    standard = [*arguments, "--redis", "--redis-tier", "standard", "--redis-size-gb", "2"]
+    standard = [*arguments, "--redis", "--redis-size-gb", "2"]
 
     def lifecycle(project: Project) -> list[Run]:
         runs = [project.deploy(*standard), project.deploy(*standard)]
@@ -74,8 +79,9 @@ def played(tmp_path_factory, ca_pem) -> Iterator[Played]:
         return [*runs, project.deploy("--destroy", "--yes")]
 
     def changed(project: Project) -> list[Run]:
-        return [project.deploy(*arguments, "--redis"), project.deploy(*arguments, "--redis", "--redis-size-gb", "3"),
-                project.deploy(*arguments, "--redis", "--redis-tier", "standard", "--redis-size-gb", "3")]
+        return [project.deploy(*arguments, "--redis", "--redis-tier", "basic"),
+                project.deploy(*arguments, "--redis", "--redis-tier", "basic", "--redis-size-gb", "3"),
+                project.deploy(*arguments, "--redis", "--redis-size-gb", "3")]
 
     def no_network(project: Project) -> list[Run]:
         project.api("compute").networks.clear()  # compute.skipDefaultNetworkCreation
@@ -167,6 +173,7 @@ def test_a_missing_network_stops_before_any_redis_resource(played):
     (["--vpc-connector-range", "10.8.0.8/28"], "does not start on a /28 boundary"),
     (["--vpc-connector-range", "8.8.8.0/28"], "internal (RFC 1918)"),
     (["--network", "Prod_Net"], "is not a VPC network name"),
+    (["--auth-flows", "xlb-mtls-client-credentials"], "--auth-flows must enable jwt-bearer or client-secret"),
 ])
 def test_a_bad_option_changes_nothing(tmp_path, ca_pem, option, message):
     project = Project(tmp_path)
@@ -191,7 +198,7 @@ def test_dry_run_prints_the_plan(tmp_path, ca_pem):
     assert "services enable" in output and "redis.googleapis.com" in output and "vpcaccess.googleapis.com" in output
     assert ("vpc-access connectors create token-service-vpc --region=us-central1 --network=default "
             "--range=10.8.0.0/28") in output
-    assert "redis instances create token-service-redis --region=us-central1 --tier=basic --size=1" in output
+    assert "redis instances create token-service-redis --region=us-central1 --tier=standard --size=1" in output
     deploy_line = next(line for line in output.splitlines() if " functions deploy " in line)
     assert f"--vpc-connector={CONNECTOR}" in deploy_line and "--egress-settings=private-ranges-only" in deploy_line
     assert "redis instances delete token-service-redis" in destroy.result.stdout
