@@ -32,7 +32,6 @@ WORKERS: "$CPU"
 THREADS: "$CONCURRENCY"
 EOT
   [[ -z $POLICY ]] || printf 'POLICY_FILE: "policy.yaml"\n' >>"$ENV_FILE"
-  [[ -z $REDIS_URL ]] || printf 'REDIS_URL: "%s"\n' "$REDIS_URL" >>"$ENV_FILE"
 }
 
 deploy_function() {
@@ -40,7 +39,7 @@ deploy_function() {
   stage_source
   write_environment
   local settings expected deployed state hash revision connector vpc=()
-  settings="$RUNTIME $CPU $MEMORY $CONCURRENCY $MIN_INSTANCES $MAX_INSTANCES $BUILD_SA_EMAIL $PROXY_SECRET:$PROXY_SECRET_VERSION"
+  settings="$RUNTIME $CPU $MEMORY $CONCURRENCY $MIN_INSTANCES $MAX_INSTANCES $BUILD_SA_EMAIL $(function_secrets)"
   [[ $REDIS == 0 ]] || settings+=" $VPC_CONNECTOR_NAME private-ranges-only"
   expected=$( (cd "$STAGE" && find . -type f | LC_ALL=C sort | xargs cat; cat "$ENV_FILE"; echo "$settings") | digest)
   # Up to date only when it is ACTIVE, built from these inputs, and serving a revision: a deploy
@@ -56,7 +55,7 @@ deploy_function() {
     run "${G[@]}" functions deploy "$FUNCTION" --gen2 --region="$REGION" --runtime="$RUNTIME" \
       --source="$STAGE" --entry-point=handle_request --trigger-http --ingress-settings=internal-and-gclb \
       --service-account="$SA_EMAIL" --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA_EMAIL" \
-      --env-vars-file="$ENV_FILE" --set-secrets="PROXY_SECRETS=$PROXY_SECRET:$PROXY_SECRET_VERSION" \
+      --env-vars-file="$ENV_FILE" --set-secrets="$(function_secrets)" \
       --cpu="$CPU" --memory="$MEMORY" --concurrency="$CONCURRENCY" --timeout=60s \
       --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" --update-labels="deploy_hash=$expected" \
       "${vpc[@]}"

@@ -34,14 +34,16 @@ name_redis_resources() {
   VPC_CONNECTOR=${FUNCTION:0:21}-vpc
   VPC_CONNECTOR_NAME=projects/$PROJECT/locations/$REGION/connectors/$VPC_CONNECTOR
   REDIS_TIER_API=$([[ $REDIS_TIER == standard ]] && echo STANDARD_HA || echo BASIC)
+  REDIS_URL_SECRET=$FUNCTION-redis-url
 }
 
-# The function's REDIS_URL, read from the instance; Memorystore assigns the address.
-REDIS_URL=
+# The function's REDIS_URL holds the instance's AUTH string, so it reaches the function as a
+# Secret Manager version (REDIS_URL_SECRET:REDIS_URL_VERSION), never as a plain variable.
+REDIS_URL_VERSION=
 
 setup_redis() {
   say "4a. Memorystore for Redis ($REDIS_TIER, $REDIS_SIZE_GB GB) and the VPC connector the function reaches it through"
-  local networks connector instance tier size network host port state
+  local networks connector instance tier size network auth host port state
   networks=$(read_state "${G[@]}" compute networks list --format='value(name)') || exit 3
   if [[ $DRY_RUN == 0 ]] && ! grep -qxF "$NETWORK" <<<"$networks"; then
     fail "VPC network '$NETWORK' does not exist in project $PROJECT: create it, or pass --network with one that does"
@@ -55,17 +57,18 @@ setup_redis() {
     fail "connector $VPC_CONNECTOR exists with network and range '${connector//	/ }'; connectors cannot change: pass the same --network and --vpc-connector-range, or delete it"
   fi
   instance=$(read_state "${G[@]}" redis instances list --region="$REGION" \
-    --filter="name~/instances/$REDIS_INSTANCE\$" --format='value(tier,memorySizeGb,authorizedNetwork.basename())') ||
-    exit 3
+    --filter="name~/instances/$REDIS_INSTANCE\$" \
+    --format='value(tier,memorySizeGb,authorizedNetwork.basename(),authEnabled)') || exit 3
   if [[ -z $instance ]]; then
     run "${G[@]}" redis instances create "$REDIS_INSTANCE" --region="$REGION" --tier="$REDIS_TIER" \
-      --size="$REDIS_SIZE_GB" --network="$NETWORK" --connect-mode=direct-peering
+      --size="$REDIS_SIZE_GB" --network="$NETWORK" --connect-mode=direct-peering --enable-auth
   else
-    read -r tier size network <<<"$instance"
+    read -r tier size network auth <<<"$instance"
     [[ $tier == "$REDIS_TIER_API" && $network == "$NETWORK" ]] ||
       fail "Redis instance $REDIS_INSTANCE is $tier on network $network; Memorystore cannot change either: pass --redis-tier/--network to match, or delete it (./deploy.sh --destroy)"
     [[ $size == "$REDIS_SIZE_GB" ]] ||
       run "${G[@]}" redis instances update "$REDIS_INSTANCE" --region="$REGION" --size="$REDIS_SIZE_GB"
+    [[ $auth == True ]] || run "${G[@]}" redis instances update "$REDIS_INSTANCE" --region="$REGION" --enable-auth
   fi
   instance=$(read_state "${G[@]}" redis instances describe "$REDIS_INSTANCE" --region="$REGION" \
     --format='value(host,port,state)') || exit 3
@@ -73,8 +76,37 @@ setup_redis() {
   if [[ $DRY_RUN == 1 ]]; then host=REDIS_HOST port=6379; fi
   [[ $DRY_RUN == 1 || ($state == READY && -n $host && -n $port) ]] ||
     fail "Redis instance $REDIS_INSTANCE is $state without an address yet; run deploy.sh again when it is READY"
-  REDIS_URL=redis://$host:$port/0
-  printf 'REDIS_URL=%s\n' "$REDIS_URL" >&3
+  auth=$(read_state "${G[@]}" redis instances get-auth-string "$REDIS_INSTANCE" --region="$REGION" \
+    --format='value(authString)') || exit 3
+  if [[ $DRY_RUN == 1 ]]; then auth=REDIS_AUTH_STRING; fi
+  SECRET_VALUES+=("$auth")
+  store_redis_url "redis://:$auth@$host:$port/0"
+  printf 'REDIS_URL=redis://:***@%s:%s/0 (Secret Manager %s, version %s)\n' "$host" "$port" "$REDIS_URL_SECRET" \
+    "$REDIS_URL_VERSION" >&3
+}
+
+# store_redis_url URL: the secret's newest version holds URL (a new version only when it changed),
+# and the runtime account may read it.
+store_redis_url() {
+  local url=$1 current versions
+  if ! present "$REDIS_URL_SECRET" "${G[@]}" secrets list; then
+    run "${G[@]}" secrets create "$REDIS_URL_SECRET" --replication-policy=automatic --data-file=- < <(printf %s "$url")
+  elif [[ $DRY_RUN == 0 ]]; then
+    current=$(read_state "${G[@]}" secrets versions access latest --secret="$REDIS_URL_SECRET") || exit 3
+    [[ $current == "$url" ]] ||
+      run "${G[@]}" secrets versions add "$REDIS_URL_SECRET" --data-file=- < <(printf %s "$url")
+  fi
+  change_bindings add "serviceAccount:$SA_EMAIL" roles/secretmanager.secretAccessor secrets "$REDIS_URL_SECRET"
+  versions=$(read_state "${G[@]}" secrets versions list "$REDIS_URL_SECRET" --filter=state:ENABLED \
+    --format='value(name.basename())') || exit 3
+  REDIS_URL_VERSION=$(sort -n <<<"$versions" | tail -n1)
+  [[ -n $REDIS_URL_VERSION ]] || REDIS_URL_VERSION=1  # --dry-run: the version create makes
+}
+
+# The function's --set-secrets value: the proxy secret, and with --redis the REDIS_URL secret.
+function_secrets() {
+  printf 'PROXY_SECRETS=%s:%s' "$PROXY_SECRET" "$PROXY_SECRET_VERSION"
+  [[ $REDIS == 0 ]] || printf ',REDIS_URL=%s:%s' "$REDIS_URL_SECRET" "$REDIS_URL_VERSION"
 }
 
 # The function's flags for its VPC egress: only private ranges (Redis) go through the connector,
@@ -95,6 +127,7 @@ destroy_redis() {
     delete_if_present "$REDIS_INSTANCE" "redis instances list --region=$REGION" \
       "redis instances delete $REDIS_INSTANCE --region=$REGION"
   fi
+  delete_if_present "$REDIS_URL_SECRET" "secrets list" "secrets delete $REDIS_URL_SECRET"
   if [[ $DRY_RUN == 1 && $REDIS == 1 ]] || grep -qxF vpcaccess.googleapis.com <<<"$enabled"; then
     delete_if_present "$VPC_CONNECTOR" "compute networks vpc-access connectors list --region=$REGION" \
       "compute networks vpc-access connectors delete $VPC_CONNECTOR --region=$REGION"

@@ -48,11 +48,20 @@ class State:
     instances: dict[str, Any]
     connectors: dict[str, Any]
     functions: dict[str, Any]
+    auth_strings: dict[str, str]
+    secret_payloads: dict[str, bytes]
 
 
 def snapshot(project: Project) -> State:
     return State(copy.deepcopy(project.api("redis").instances), copy.deepcopy(project.api("vpcaccess").connectors),
-                 copy.deepcopy(project.api("functions").functions))
+                 copy.deepcopy(project.api("functions").functions), dict(project.api("redis").auth_strings),
+                 dict(project.api("secretmanager").payloads))
+
+
+def secret_environment(config: dict[str, Any]) -> dict[str, str]:
+    """The function's variables that come from Secret Manager: name -> secret:version."""
+    return {entry["key"]: f"{entry['secret']}:{entry['version']}" for entry in config.get("secretEnvironmentVariables")
+            or []}
 
 
 @dataclass
@@ -105,14 +114,22 @@ def test_redis_deploys_the_instance_the_connector_and_the_function_wired_to_them
     instance = state.instances[INSTANCE]
     assert (instance["tier"], instance["memorySizeGb"]) == ("STANDARD_HA", 2)
     assert instance["authorizedNetwork"] == "projects/my-project/global/networks/default"
-    assert instance["connectMode"] == "DIRECT_PEERING"
+    assert instance["connectMode"] == "DIRECT_PEERING" and instance["authEnabled"] is True
     connector = state.connectors[CONNECTOR]
     assert (connector["network"], connector["ipCidrRange"], connector["state"]) == ("default", "10.8.0.0/28", "READY")
     assert connector["minInstances"] == 2
     config = state.functions[FUNCTION]["serviceConfig"]
     assert config["vpcConnector"] == CONNECTOR
     assert config["vpcConnectorEgressSettings"] == "PRIVATE_RANGES_ONLY"
-    assert config["environmentVariables"]["REDIS_URL"] == f"redis://{instance['host']}:{instance['port']}/0"
+    # The URL holds the AUTH string: a Secret Manager version the runtime account reads, never a plain variable.
+    assert "REDIS_URL" not in config["environmentVariables"]
+    secret, version = secret_environment(config)["REDIS_URL"].split(":")
+    assert secret == "token-service-redis-url"
+    auth = state.auth_strings[INSTANCE]
+    url = state.secret_payloads[f"projects/my-project/secrets/{secret}/versions/{version}"].decode()
+    assert url == f"redis://:{auth}@{instance['host']}:{instance['port']}/0"
+    for run in played["lifecycle"][1]:
+        assert auth not in run.result.stdout + run.result.stderr
     assert {"redis.googleapis.com", "vpcaccess.googleapis.com"} <= project.plane.enabled_services
     created = [event.path for event in first.changes if event.action == "create"]
     position = {kind: next(i for i, path in enumerate(created) if f"/{kind}" in path)
@@ -132,6 +149,7 @@ def test_without_redis_the_function_leaves_the_vpc_and_the_data_stays(played):
     state = played.snapshots["without_redis"]
     config = state.functions[FUNCTION]["serviceConfig"]
     assert "vpcConnector" not in config and "REDIS_URL" not in config["environmentVariables"]
+    assert "REDIS_URL" not in secret_environment(config) and "PROXY_SECRETS" in secret_environment(config)
     assert state.instances.keys() == {INSTANCE} and state.connectors.keys() == {CONNECTOR}
     assert not any(event.api in ("redis", "vpcaccess") for event in plain.changes)
 
@@ -144,6 +162,7 @@ def test_destroy_removes_the_instance_and_the_connector_after_the_function(playe
     function = next(i for i, path in enumerate(deleted) if "/functions/" in path)
     assert function < next(i for i, path in enumerate(deleted) if "/connectors/" in path)
     assert any("/instances/token-service-redis" in path for path in deleted)
+    assert any(path.endswith("/secrets/token-service-redis-url") for path in deleted)
 
 
 def test_a_new_size_resizes_in_place_and_a_new_tier_is_refused(played):
@@ -199,8 +218,12 @@ def test_dry_run_prints_the_plan(tmp_path, ca_pem):
     assert ("vpc-access connectors create token-service-vpc --region=us-central1 --network=default "
             "--range=10.8.0.0/28") in output
     assert "redis instances create token-service-redis --region=us-central1 --tier=standard --size=1" in output
+    assert "--connect-mode=direct-peering --enable-auth" in output
+    assert "secrets create token-service-redis-url" in output
     deploy_line = next(line for line in output.splitlines() if " functions deploy " in line)
     assert f"--vpc-connector={CONNECTOR}" in deploy_line and "--egress-settings=private-ranges-only" in deploy_line
+    assert "REDIS_URL=token-service-redis-url:1" in deploy_line
     assert "redis instances delete token-service-redis" in destroy.result.stdout
     assert "vpc-access connectors delete token-service-vpc" in destroy.result.stdout
+    assert "secrets delete token-service-redis-url" in destroy.result.stdout
     assert run.changes == [] and destroy.changes == []

@@ -6,9 +6,10 @@ and waits on the operation; the instance then has a private ``host`` and ``port`
 Google's rules, as modelled (https://cloud.google.com/memorystore/docs/redis/reference/rest/
 v1/projects.locations.instances): the id is 1-40 of lower-case letters, digits and hyphens,
 starting with a letter and not ending with a hyphen; tier and memorySizeGb are required,
-1-300 GB; the network must exist; tier and network never change (only the size, by PATCH);
-DIRECT_PEERING takes a free /29 of the network (PRIVATE_SERVICE_ACCESS needs a private
-services connection, not modelled, so it is refused).
+1-300 GB; the network must exist; tier and network never change (the size and AUTH do, by
+PATCH); DIRECT_PEERING takes a free /29 of the network (PRIVATE_SERVICE_ACCESS needs a private
+services connection, not modelled, so it is refused). The AUTH string is never part of the
+instance: it is read from ``.../authString``, and only while AUTH is enabled.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ LOCATION = r"/v1/projects/([^/]+)/locations/([^/]+)"
 INSTANCE_ID = re.compile(r"^[a-z](?:[-a-z0-9]{0,38}[a-z0-9])?$")
 TIERS = ("BASIC", "STANDARD_HA")
 CONNECT_MODES = ("CONNECT_MODE_UNSPECIFIED", "DIRECT_PEERING", "PRIVATE_SERVICE_ACCESS")
-_UPDATABLE = ("memorySizeGb", "displayName", "labels", "redisConfigs", "replicaCount")
+_UPDATABLE = ("memorySizeGb", "displayName", "labels", "redisConfigs", "replicaCount", "authEnabled")
 MIN_GB, MAX_GB = 1, 300
 
 
@@ -38,9 +39,11 @@ class MemorystoreApi(Api):
     def __init__(self, plane: Any):
         super().__init__(plane)
         self.instances: dict[str, dict[str, Any]] = {}  # relative name -> Instance
+        self.auth_strings: dict[str, str] = {}  # relative name -> AUTH string (never part of the Instance)
         self.route("GET", LOCATION + "/instances", self.list)
         self.route("POST", LOCATION + "/instances", self.create, "create")
         self.route("GET", LOCATION + "/instances/([^/:]+)", self.get)
+        self.route("GET", LOCATION + "/instances/([^/:]+)/authString", self.auth_string)
         self.route("PATCH", LOCATION + "/instances/([^/:]+)", self.patch, "update")
         self.route("DELETE", LOCATION + "/instances/([^/:]+)", self.delete, "delete")
 
@@ -67,6 +70,18 @@ class MemorystoreApi(Api):
 
     def get(self, request: Request, segment: str, region: str, name: str) -> dict[str, Any]:
         return self.instances[self._instance(segment, region, name)]
+
+    def auth_string(self, request: Request, segment: str, region: str, name: str) -> dict[str, Any]:
+        key = self._instance(segment, region, name)
+        if not self.instances[key]["authEnabled"]:
+            raise GoogleError(400, f"AUTH is not enabled on instance {key}.", "FAILED_PRECONDITION")
+        return {"authString": self.auth_strings[key]}
+
+    def _set_auth(self, key: str, enabled: bool) -> None:
+        if enabled:
+            self.auth_strings.setdefault(key, str(uuid.uuid4()))
+        else:
+            self.auth_strings.pop(key, None)
 
     def create(self, request: Request, segment: str, region: str) -> dict[str, Any]:
         parent = self._location(segment, region)
@@ -96,6 +111,7 @@ class MemorystoreApi(Api):
                     "createTime": now(), "transitEncryptionMode": "DISABLED",
                     "labels": body.get("labels") or {}, "displayName": body.get("displayName", "")}
         self.instances[key] = instance
+        self._set_auth(key, instance["authEnabled"])
         return self._operation(parent, key, "create", instance)
 
     def patch(self, request: Request, segment: str, region: str, name: str) -> dict[str, Any]:
@@ -114,11 +130,13 @@ class MemorystoreApi(Api):
         for field in fields:
             if field in body:
                 instance[field] = int(body[field]) if field == "memorySizeGb" else body[field]
+        self._set_auth(key, bool(instance["authEnabled"]))
         return self._operation(key.rsplit("/instances/", 1)[0], key, "update", instance)
 
     def delete(self, request: Request, segment: str, region: str, name: str) -> dict[str, Any]:
         key = self._instance(segment, region, name)
         del self.instances[key]
+        self._set_auth(key, False)
         return self._operation(key.rsplit("/instances/", 1)[0], key, "delete", None)
 
     @staticmethod

@@ -148,3 +148,15 @@ def test_lifecycle_through_gcloud(networked: ControlPlane, gcloud: Callable[...,
     assert gcloud("compute", "networks", "vpc-access", "connectors", "delete", "egress",
                   "--region=us-central1").returncode == 0
     assert networked.apis["redis"].instances == {} and networked.apis["vpcaccess"].connectors == {}
+
+
+def test_the_auth_string_is_read_on_its_own_and_only_while_auth_is_on(networked: ControlPlane,
+                                                                       server: ControlPlaneServer) -> None:
+    status, created = call(server, "POST", f"{INSTANCES}?instanceId=cache", REDIS_BODY)
+    assert status == 200 and "authString" not in created["response"]
+    status, answer = call(server, "GET", f"{INSTANCES}/cache/authString")
+    assert status == 400 and answer["error"]["status"] == "FAILED_PRECONDITION"
+    assert call(server, "PATCH", f"{INSTANCES}/cache?updateMask=auth_enabled", {"authEnabled": True})[0] == 200
+    status, answer = call(server, "GET", f"{INSTANCES}/cache/authString")
+    assert status == 200 and answer["authString"] == networked.apis["redis"].auth_strings[f"{LOCATION}/instances/cache"]
+    assert answer["authString"] not in str(call(server, "GET", f"{INSTANCES}/cache")[1])
