@@ -127,7 +127,8 @@ destroy_redis() {
     delete_if_present "$REDIS_INSTANCE" "redis instances list --region=$REGION" \
       "redis instances delete $REDIS_INSTANCE --region=$REGION"
   fi
-  delete_if_present "$REDIS_URL_SECRET" "secrets list" "secrets delete $REDIS_URL_SECRET"
+  [[ $DRY_RUN == 1 && $REDIS == 0 ]] ||
+    delete_if_present "$REDIS_URL_SECRET" "secrets list" "secrets delete $REDIS_URL_SECRET"
   if [[ $DRY_RUN == 1 && $REDIS == 1 ]] || grep -qxF vpcaccess.googleapis.com <<<"$enabled"; then
     delete_if_present "$VPC_CONNECTOR" "compute networks vpc-access connectors list --region=$REGION" \
       "compute networks vpc-access connectors delete $VPC_CONNECTOR --region=$REGION"
