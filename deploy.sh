@@ -45,6 +45,15 @@ Options:
   --rotate-proxy-secret     start a rotation of the load balancer's secret header: the function
                             accepts the new and the old value, the load balancer sends the new one
   --finish-proxy-secret-rotation  after the load balancer has switched: accept only the new value
+  --redis                   also create a Memorystore for Redis instance (the jti replay cache and the
+                            client-secret rate limits, shared by all instances) and the Serverless VPC
+                            Access connector the function reaches it through; sets REDIS_URL; needs
+                            --auth-flows with jwt-bearer or client-secret
+  --redis-tier TIER         standard (default: a replica with automatic failover) or basic (cheaper;
+                            a restart forgets the spent jtis, so a replay may pass once)
+  --redis-size-gb N         the instance's memory, 1-300 (default 1)
+  --network NAME            the VPC network of the instance and the connector (default: default)
+  --vpc-connector-range CIDR  an unused internal /28 for the connector (default 10.8.0.0/28)
   --output text|json        the summary at the end (json: machine-readable, on stdout)
   --dry-run                 print every command a real run would issue, run none
   --destroy                 delete everything this script creates, in reverse order, after asking
@@ -89,6 +98,11 @@ ROTATION=
 ALERT_THRESHOLD=${ALERT_THRESHOLD:-10}
 NOTIFICATION_CHANNEL=${NOTIFICATION_CHANNEL:-}
 YES=0
+REDIS=0
+REDIS_TIER=${REDIS_TIER:-standard}
+REDIS_SIZE_GB=${REDIS_SIZE_GB:-1}
+NETWORK=${NETWORK:-default}
+VPC_CONNECTOR_RANGE=${VPC_CONNECTOR_RANGE:-10.8.0.0/28}
 
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -115,6 +129,11 @@ while [[ $# -gt 0 ]]; do
     --notification-channel) NOTIFICATION_CHANNEL=${2:-}; shift 2 ;;
     --rotate-proxy-secret) ROTATION=start; shift ;;
     --finish-proxy-secret-rotation) ROTATION=finish; shift ;;
+    --redis) REDIS=1; shift ;;
+    --redis-tier) REDIS_TIER=${2:-}; shift 2 ;;
+    --redis-size-gb) REDIS_SIZE_GB=${2:-}; shift 2 ;;
+    --network) NETWORK=${2:-}; shift 2 ;;
+    --vpc-connector-range) VPC_CONNECTOR_RANGE=${2:-}; shift 2 ;;
     --output) OUTPUT=${2:-}; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --destroy) DESTROY=1; shift ;;
@@ -133,6 +152,8 @@ source "$ROOT/deploy/common.sh"
 source "$ROOT/deploy/inputs.sh"
 # shellcheck source=deploy/identity.sh
 source "$ROOT/deploy/identity.sh"
+# shellcheck source=deploy/redis.sh
+source "$ROOT/deploy/redis.sh"
 # shellcheck source=deploy/function.sh
 source "$ROOT/deploy/function.sh"
 # shellcheck source=deploy/load_balancer.sh
@@ -153,6 +174,7 @@ mkdir -p "$DEPLOY_DIR"
 setup_identities
 setup_workload_identity
 setup_proxy_secret
+[[ $REDIS == 0 ]] || setup_redis
 deploy_function
 setup_mtls_policies
 setup_backend

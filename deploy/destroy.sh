@@ -12,7 +12,8 @@ delete_if_present() {  # NAME "LIST-CMD" "DELETE-CMD" (both without the G prefix
 
 destroy_stack() {
   if [[ $YES == 0 && $DRY_RUN == 0 ]]; then
-    printf 'This deletes the token service "%s", its load balancer, mTLS policies, secret, workload identity\n' "$FUNCTION"
+    printf 'This deletes the token service "%s", its load balancer, mTLS policies, secret, Redis instance (and\n' "$FUNCTION"
+    printf 'the replay cache and rate limits in it), VPC connector, workload identity\n'
     printf 'pool "%s", custom role and service accounts in project "%s". Type the project id to confirm: ' \
       "$POOL_ID" "$PROJECT"
     read -r answer
@@ -40,7 +41,7 @@ destroy_stack() {
     "certificate-manager trust-configs delete $TRUST_CONFIG --location=global"
   delete_if_present "$IP_NAME" "compute addresses list --global" "compute addresses delete $IP_NAME --global"
 
-  say "Deleting monitoring, the function and its secret"
+  say "Deleting monitoring, the function, its secret, and its Redis instance and VPC connector"
   local found alert_policy metric listed
   found=$(find_alert_policy) || exit 3
   read -r alert_policy _ <<<"$found"
@@ -56,6 +57,7 @@ destroy_stack() {
     run "${G[@]}" functions delete "$FUNCTION" --gen2 --region="$REGION"
   fi
   delete_if_present "$PROXY_SECRET" "secrets list" "secrets delete $PROXY_SECRET"
+  destroy_redis  # after the function, which uses the connector
 
   say "Deleting the workload identity provider and pool (Google keeps them restorable for 30 days)"
   local provider_state pool_state

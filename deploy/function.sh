@@ -38,22 +38,27 @@ deploy_function() {
   say "4. The function (2nd gen), reachable only through the load balancer"
   stage_source
   write_environment
-  local settings expected deployed
-  settings="$RUNTIME $CPU $MEMORY $CONCURRENCY $MIN_INSTANCES $MAX_INSTANCES $BUILD_SA_EMAIL $PROXY_SECRET:$PROXY_SECRET_VERSION"
+  local settings expected deployed state hash revision connector vpc=()
+  settings="$RUNTIME $CPU $MEMORY $CONCURRENCY $MIN_INSTANCES $MAX_INSTANCES $BUILD_SA_EMAIL $(function_secrets)"
+  [[ $REDIS == 0 ]] || settings+=" $VPC_CONNECTOR_NAME private-ranges-only"
   expected=$( (cd "$STAGE" && find . -type f | LC_ALL=C sort | xargs cat; cat "$ENV_FILE"; echo "$settings") | digest)
   # Up to date only when it is ACTIVE, built from these inputs, and serving a revision: a deploy
   # that failed half-way is redeployed, whatever its labels say.
   deployed=$(read_state "${G[@]}" functions list --regions="$REGION" --filter="name~/functions/$FUNCTION\$" \
-    --format='value(state,labels.deploy_hash,serviceConfig.revision)') || exit 3
-  if [[ $deployed =~ ^ACTIVE[[:space:]]+${expected}[[:space:]]+[^[:space:]]+$ ]]; then
+    --format='value[separator="|"](state,labels.deploy_hash,serviceConfig.revision,serviceConfig.vpcConnector)') ||
+    exit 3
+  IFS='|' read -r state hash revision connector <<<"$deployed"
+  mapfile -t vpc < <(vpc_flags "$connector")
+  if [[ $state == ACTIVE && $hash == "$expected" && -n $revision && ($REDIS == 1 || -z $connector) ]]; then
     printf 'function %s is up to date (deploy_hash %s)\n' "$FUNCTION" "$expected" >&3
   else
     run "${G[@]}" functions deploy "$FUNCTION" --gen2 --region="$REGION" --runtime="$RUNTIME" \
       --source="$STAGE" --entry-point=handle_request --trigger-http --ingress-settings=internal-and-gclb \
       --service-account="$SA_EMAIL" --build-service-account="projects/$PROJECT/serviceAccounts/$BUILD_SA_EMAIL" \
-      --env-vars-file="$ENV_FILE" --set-secrets="PROXY_SECRETS=$PROXY_SECRET:$PROXY_SECRET_VERSION" \
+      --env-vars-file="$ENV_FILE" --set-secrets="$(function_secrets)" \
       --cpu="$CPU" --memory="$MEMORY" --concurrency="$CONCURRENCY" --timeout=60s \
-      --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" --update-labels="deploy_hash=$expected"
+      --min-instances="$MIN_INSTANCES" --max-instances="$MAX_INSTANCES" --update-labels="deploy_hash=$expected" \
+      "${vpc[@]}"
   fi
   apply_invoker
 }

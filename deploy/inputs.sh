@@ -76,6 +76,7 @@ validate_inputs() {
     done
     [[ -z $POLICY || -r $POLICY ]] || problems+=("cannot read --policy '$POLICY'")
   fi
+  [[ $REDIS == 0 ]] || validate_redis_inputs
   if [[ ${#problems[@]} -gt 0 ]]; then
     printf 'deploy.sh: nothing was created or changed:\n' >&2
     printf '  - %s\n' "${problems[@]}" >&2
@@ -103,6 +104,7 @@ name_resources() {
   SSL_POLICY=$FUNCTION-tls12
   ALERT_NAME="$FUNCTION refusal rate"
   METRICS=(token_service_tokens_issued token_service_refusals token_service_upstream_latency)
+  name_redis_resources
   # The build account's least roles: read the uploaded source, push the image, write build logs.
   BUILD_ROLES=(roles/storage.objectViewer roles/artifactregistry.writer roles/logging.logWriter)
 }

@@ -132,9 +132,11 @@ def test_dry_run_runs_no_gcloud_command(tmp_path, ca_pem):
 
 
 def test_every_command_gets_past_gclouds_argument_parsing(tmp_path, ca_pem):
-    output = dry_run(tmp_path, ca_pem, "--min-instances", "1", "--with-monitoring",
+    output = dry_run(tmp_path, ca_pem, "--min-instances", "1", "--with-monitoring", "--redis", "--auth-flows",
+                     "xlb-mtls-client-credentials,jwt-bearer",
                      "--notification-channel", "projects/my-project/notificationChannels/123").stdout
-    destroy = deploy(tmp_path, "--destroy", "--dry-run", "--yes", "--project", "my-project", "--fqdn", "t.example.com")
+    destroy = deploy(tmp_path, "--destroy", "--dry-run", "--yes", "--redis", "--project", "my-project", "--fqdn",
+                     "t.example.com")
     assert destroy.returncode == 0, destroy.stderr
     planned = commands(output) + commands(destroy.stdout)
     assert len(planned) > 80

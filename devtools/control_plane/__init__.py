@@ -29,6 +29,8 @@ ENDPOINTS = {
     "logging": ("logging", ""),
     "monitoring": ("monitoring", ""),
     "cloudbuild": ("cloudbuild", ""),
+    "redis": ("redis", ""),
+    "vpcaccess": ("vpcaccess", ""),
 }
 
 
@@ -38,14 +40,16 @@ def new_control_plane(project_id: str = "my-project", project_number: str = "123
         compute,
         functions,
         iam,
+        memorystore,
         observability,
         projects,
         secrets,
+        vpc_access,
     )
 
     plane = ControlPlane(project_id=project_id, project_number=project_number)
     plane.install(*compute.APIS, *functions.APIS, *iam.APIS, *projects.APIS, *certificates.APIS,
-                  *secrets.APIS, *observability.APIS)
+                  *secrets.APIS, *observability.APIS, *memorystore.APIS, *vpc_access.APIS)
     return plane
 
 

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from devtools.control_plane import compute_networks
 from devtools.control_plane import compute_rules as rules
 from devtools.control_plane.compute_refs import Ref, link, relative, short_kind
 from devtools.control_plane.server import FAKE_HOST, Api, ControlPlane, GoogleError, Request, invalid, not_found
@@ -79,6 +80,8 @@ class ComputeApi(Api):
         self.route("POST", rf"{_P}/global/operations/([^/]+)/wait", self.get_global_operation)
         self.route("GET", rf"{_P}/regions/([^/]+)/operations/([^/]+)", self.get_region_operation)
         self.route("POST", rf"{_P}/regions/([^/]+)/operations/([^/]+)/wait", self.get_region_operation)
+        self.networks: dict[str, dict[str, Any]] = {}
+        compute_networks.install(self)
 
     # -- state -------------------------------------------------------------------------------------------------
 

@@ -18,6 +18,8 @@ from devtools.control_plane.server import invalid, one_of, require
 
 RUNTIMES = {f"python3{minor}": f"Python 3.{minor}" for minor in range(10, 15)}
 INGRESS_SETTINGS = ("ALLOW_ALL", "ALLOW_INTERNAL_ONLY", "ALLOW_INTERNAL_AND_GCLB")
+EGRESS_SETTINGS = ("VPC_CONNECTOR_EGRESS_SETTINGS_UNSPECIFIED", "PRIVATE_RANGES_ONLY", "ALL_TRAFFIC")
+_CONNECTOR = re.compile(r"^projects/([^/]+)/locations/([^/]+)/connectors/([^/]+)$")
 FUNCTION_ID = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 _MEMORY_UNITS = {"k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
                  "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4}
@@ -45,6 +47,24 @@ def quantity(text: str, what: str) -> float:
 
 def _size(value: float) -> str:
     return f"{value / GI:g}Gi" if value >= GI else f"{value / MI:g}Mi"
+
+
+def check_connector(service: dict[str, Any], region: str, connector_ready: Any) -> None:
+    """A VPC connector must be READY in the function's own region (Google's Serverless VPC Access guide)."""
+    one_of(service.get("vpcConnectorEgressSettings", EGRESS_SETTINGS[0]), EGRESS_SETTINGS,
+           "function.service_config.vpc_connector_egress_settings")
+    connector = service.get("vpcConnector")
+    if not connector:
+        return
+    match = _CONNECTOR.match(connector)
+    if not match:
+        raise invalid(f"Invalid value for service_config.vpc_connector: {connector}. Expected format "
+                      "projects/{project}/locations/{region}/connectors/{connector}")
+    if match.group(2) != region:
+        raise invalid(f"VPC connector {connector} is in {match.group(2)}: it must be in the function's region "
+                      f"{region}.")
+    if not connector_ready(connector):
+        raise invalid(f"Invalid VPC connector {connector}: it does not exist or is not READY.")
 
 
 def check_request(function: dict[str, Any], account_exists: Any) -> None:

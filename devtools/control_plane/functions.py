@@ -183,6 +183,7 @@ class FunctionsApi(Api):
                                f"{self.plane.project_number}-compute@developer.gserviceaccount.com")):
             config.setdefault(field, default)
         checks.check_request(function, self.plane.apis["iam"].service_account_exists)
+        checks.check_connector(config, region, self.plane.apis["vpcaccess"].ready)
         config.setdefault("environmentVariables", {})["LOG_EXECUTION_ID"] = "true"
         function.update(name=key, environment="GEN_2", updateTime=now(),
                         url=f"https://{region}-{project}.cloudfunctions.net/{name}")

@@ -27,11 +27,13 @@ KNOWN_SERVICES = {
     "monitoring.googleapis.com": "Cloud Monitoring API",
     "networksecurity.googleapis.com": "Network Security API",
     "pubsub.googleapis.com": "Cloud Pub/Sub API",
+    "redis.googleapis.com": "Google Cloud Memorystore for Redis API",
     "run.googleapis.com": "Cloud Run Admin API",
     "secretmanager.googleapis.com": "Secret Manager API",
     "serviceusage.googleapis.com": "Service Usage API",
     "storage.googleapis.com": "Cloud Storage API",
     "sts.googleapis.com": "Security Token Service API",
+    "vpcaccess.googleapis.com": "Serverless VPC Access API",
 }
 _BATCH_LIMIT = 20  # Google's cap on serviceIds per batchEnable
 
