@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from token_service.config import GoogleSettings, SignerSettings
 from token_service.errors import ConfigurationError, CredentialsUnavailable, IamRefused, MalformedValue, SigningError
@@ -27,6 +28,9 @@ from token_service.google.runtime_credentials import RuntimeCredentials, runtime
 from token_service.google.transport import UpstreamClient
 
 MIN_RSA_KEY_BITS = 2048
+_PKCS1V15 = padding.PKCS1v15()
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
 
 
 class Signer(Protocol):
@@ -59,7 +63,7 @@ class LocalKeySigner:
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
-        self._header = {"kid": self.key_id}
+        self._header = _b64(_json({"alg": algorithm, "kid": self.key_id, "typ": "JWT"}))
 
     @classmethod
     def from_pem_file(cls, path: str, algorithm: str) -> LocalKeySigner:
@@ -78,7 +82,16 @@ class LocalKeySigner:
         return cls(key, algorithm)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        return jwt.encode(dict(claims), self._private_key, algorithm=self.algorithm, headers=self._header)
+        # RFC 7515 compact serialization by hand, the header encoded once: PyJWT's jwt.encode cost 4.9 %
+        # of ID tokens/s at concurrency 32 in paired runs (docs/performance.md).
+        signing_input = self._header + b"." + _b64(_json(dict(claims)))
+        key = self._private_key
+        if isinstance(key, rsa.RSAPrivateKey):
+            signature = key.sign(signing_input, _PKCS1V15, _SHA256)
+        else:  # ES256: the JWS form of an ECDSA signature is r || s, 32 bytes each
+            r, s = decode_dss_signature(key.sign(signing_input, _ECDSA_SHA256))
+            signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+        return (signing_input + b"." + _b64(signature)).decode("ascii")
 
     def jwks_uri(self, issuer: str) -> str:
         return f"{issuer}/jwks"
@@ -165,6 +178,10 @@ def _public_jwk(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> 
 
 def _b64_int(value: int, length: int | None = None) -> str:
     return _b64(value.to_bytes(length or (value.bit_length() + 7) // 8, "big")).decode("ascii")
+
+
+def _json(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode("ascii")
 
 
 def _b64(data: bytes) -> bytes:
