@@ -33,14 +33,33 @@ PIPE_BUF = select.PIPE_BUF
 Deferrer = Callable[[Callable[[], None]], bool]
 
 
-def at_end_of_loop_iteration(callback: Callable[[], None]) -> bool:
-    try:
+class AtEndOfLoopIteration:
+    """A ``Deferrer`` onto the worker's event loop, from the loop itself or from a pool thread.
+
+    A pool thread's line is handed to the loop it last saw running: its request's response leaves
+    through that loop after the line's callback (both are queued in order), so the line is written
+    first, together with the others of that iteration."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self, callback: Callable[[], None]) -> bool:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a pool thread
+            loop = self._loop
+            if loop is None or not loop.is_running():
+                return False
+            try:
+                loop.call_soon_threadsafe(callback)
+            except RuntimeError:  # closed meanwhile
+                return False
+            return True
+        self._loop = loop
         # Callbacks scheduled while the loop runs its ready ones wait for the next round: the
         # requests answered in this round log first.
-        asyncio.get_running_loop().call_soon(callback)
-    except RuntimeError:  # a pool thread: it has no loop to wait for
-        return False
-    return True
+        loop.call_soon(callback)
+        return True
 
 
 class BatchedLines(io.TextIOBase):
@@ -51,10 +70,10 @@ class BatchedLines(io.TextIOBase):
     them) leave the timing to this stream. ``write_pending()`` writes what is due now.
     """
 
-    def __init__(self, target: IO[str], defer: Deferrer = at_end_of_loop_iteration):
+    def __init__(self, target: IO[str], defer: Deferrer | None = None):
         super().__init__()
         self._target = target
-        self._defer = defer
+        self._defer = defer or AtEndOfLoopIteration()
         self._reset()
         os.register_at_fork(after_in_child=self._reset)
         atexit.register(self.write_pending)
