@@ -111,9 +111,25 @@ def test_a_pool_threads_line_keeps_its_place_behind_lines_already_due():
         thread = threading.Thread(target=lines.write, args=(line(3),))
         thread.start()
         thread.join()
-        assert pipe.writes == [line(1) + line(2), line(3)], "nothing due: written at once"
+        assert pipe.writes == [line(1) + line(2)], "nothing due: handed to the loop, not written by the thread"
+        await asyncio.sleep(0)
+        assert pipe.writes == [line(1) + line(2), line(3)]
 
     asyncio.run(mixed())
+
+
+def test_a_pool_threads_line_without_a_running_loop_is_written_at_once():
+    pipe = RecordingPipe()
+    lines = BatchedLines(pipe)
+
+    async def once():
+        lines.write(line(1))  # the loop is seen, then stops
+
+    asyncio.run(once())
+    thread = threading.Thread(target=lines.write, args=(line(2),))
+    thread.start()
+    thread.join()
+    assert pipe.writes == [line(1), line(2)]
 
 
 def test_a_logging_handler_writes_through_it():
