@@ -8,12 +8,13 @@ which on a loaded instance takes its core from a worker: measured on 2 cores, a 
 per line cost the broker about two context switches per token. So on the event loop,
 the lines of the requests answered in one loop iteration go out together, in writes of
 whole lines of at most ``PIPE_BUF`` bytes. A line is written by the end of the loop
-iteration it was logged in (a line from a pool thread too, when the loop has lines
-due). A worker told to stop (SIGTERM) keeps its loop turning until its last response
-is out, then dies by that signal without running ``atexit``: its lines are all written
-by then, in the loop. The ``atexit`` hook only serves an interpreter that exits
-normally. Otherwise a line logged off the loop (a request that waited on Google) is
-written at once.
+iteration it was logged in; a line from a pool thread (a request that waited on Google)
+is handed to the loop too, ahead of its response, which cut the workers' CPU per token
+by 3-13 % at concurrency 256 (docs/performance.md). A worker told to stop (SIGTERM)
+keeps its loop turning until its last response is out, then dies by that signal without
+running ``atexit``: its lines are all written by then, in the loop. The ``atexit`` hook
+only serves an interpreter that exits normally. With no loop running, a line is written
+at once.
 """
 
 from __future__ import annotations
