@@ -22,10 +22,8 @@ from typing import Any
 
 from devtools.control_plane import function_checks as checks
 from devtools.control_plane.run import RunApi, now, service_url
-from devtools.control_plane.server import Api, GoogleError, Request, already_exists, invalid
+from devtools.control_plane.server import REGIONS, Api, GoogleError, Request, already_exists, invalid
 
-REGIONS = ("us-central1", "us-east1", "us-east4", "us-west1", "europe-west1", "europe-west2", "europe-west3",
-           "asia-east1", "asia-northeast1", "australia-southeast1")
 LOCATION = r"/v2/projects/([^/]+)/locations/([^/]+)"
 _RPC_INVALID_ARGUMENT = 3
 # What a custom build service account needs on the project: the builder role, or these three.
@@ -72,12 +70,6 @@ class FunctionsApi(Api):
     @property
     def run(self) -> RunApi:
         return self.plane.apis["run"]
-
-    def _location(self, segment: str, region: str, any_region: bool = False) -> str:
-        project = self.plane.project(segment)
-        if region not in REGIONS and not (any_region and region == "-"):
-            raise GoogleError(404, f"Location '{region}' is not found or access is unauthorized.", "NOT_FOUND")
-        return f"projects/{project}/locations/{region}"
 
     def _function(self, segment: str, region: str, name: str) -> tuple[str, dict[str, Any]]:
         key = f"{self._location(segment, region)}/functions/{name}"

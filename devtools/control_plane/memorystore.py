@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 
 from devtools.control_plane import compute_networks as networks
-from devtools.control_plane.functions import REGIONS
 from devtools.control_plane.run import now
 from devtools.control_plane.server import Api, GoogleError, Request, already_exists, invalid, one_of, require
 
@@ -46,12 +45,6 @@ class MemorystoreApi(Api):
         self.route("GET", LOCATION + "/instances/([^/:]+)/authString", self.auth_string)
         self.route("PATCH", LOCATION + "/instances/([^/:]+)", self.patch, "update")
         self.route("DELETE", LOCATION + "/instances/([^/:]+)", self.delete, "delete")
-
-    def _location(self, segment: str, region: str) -> str:
-        project = self.plane.project(segment)
-        if region not in REGIONS:
-            raise GoogleError(404, f"Location '{region}' is not found or access is unauthorized.", "NOT_FOUND")
-        return f"projects/{project}/locations/{region}"
 
     def _instance(self, segment: str, region: str, name: str) -> str:
         key = f"{self._location(segment, region)}/instances/{name}"

@@ -115,6 +115,10 @@ class Route:
     action: str | None  # None: reads only
 
 
+REGIONS = ("us-central1", "us-east1", "us-east4", "us-west1", "europe-west1", "europe-west2", "europe-west3",
+           "asia-east1", "asia-northeast1", "australia-southeast1")
+
+
 class Api:
     """One Google API: its path prefix, the service that must be enabled, its routes."""
 
@@ -127,6 +131,14 @@ class Api:
 
     def route(self, method: str, pattern: str, handler: Handler, action: str | None = None) -> None:
         self.routes.append(Route(method, re.compile(f"^{pattern}$"), handler, action))
+
+    def _location(self, segment: str, region: str, any_region: bool = False) -> str:
+        """``projects/P/locations/R`` of a regional resource; Google's 404 for a region it does not serve
+        (``-``, every region, only where ``any_region``)."""
+        project = self.plane.project(segment)
+        if region not in REGIONS and not (any_region and region == "-"):
+            raise GoogleError(404, f"Location '{region}' is not found or access is unauthorized.", "NOT_FOUND")
+        return f"projects/{project}/locations/{region}"
 
     def operation(self, name: str, response: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
         """A finished long-running operation, remembered so that gcloud can poll it."""

@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 from devtools.control_plane import compute_networks as networks
-from devtools.control_plane.functions import REGIONS
 from devtools.control_plane.run import now
 from devtools.control_plane.server import Api, GoogleError, Request, already_exists, invalid
 
@@ -37,12 +36,6 @@ class VpcAccessApi(Api):
         self.route("POST", LOCATION + "/connectors", self.create, "create")
         self.route("GET", LOCATION + "/connectors/([^/:]+)", self.get)
         self.route("DELETE", LOCATION + "/connectors/([^/:]+)", self.delete, "delete")
-
-    def _location(self, segment: str, region: str) -> str:
-        project = self.plane.project(segment)
-        if region not in REGIONS:
-            raise GoogleError(404, f"Location '{region}' is not found or access is unauthorized.", "NOT_FOUND")
-        return f"projects/{project}/locations/{region}"
 
     def _connector(self, segment: str, region: str, name: str) -> str:
         key = f"{self._location(segment, region)}/connectors/{name}"
