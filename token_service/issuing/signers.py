@@ -15,7 +15,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-import jwt
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -59,7 +58,7 @@ class LocalKeySigner:
         _check_key(private_key, algorithm)
         self.algorithm = algorithm
         self._private_key = private_key
-        _self_test(private_key, algorithm)
+        _self_test(private_key)
         public_jwk = _public_jwk(private_key)
         self.key_id = jwk_thumbprint(public_jwk)
         self._jwks = {"keys": [{**public_jwk, "kid": self.key_id, "alg": algorithm, "use": "sig"}]}
@@ -189,11 +188,19 @@ def _b64(data: bytes) -> bytes:
 
 
 
-def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, algorithm: str) -> None:
+def _self_test(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
     """Sign and verify once: a corrupt key fails here, not in every token."""
+    from cryptography.exceptions import InvalidSignature
+
+    message = b"token-service key self-test"
     try:
-        jwt.decode(jwt.encode({}, private_key, algorithm=algorithm), private_key.public_key(), algorithms=[algorithm])
-    except (jwt.InvalidSignatureError, ValueError):
+        if isinstance(private_key, rsa.RSAPrivateKey):
+            signature = private_key.sign(message, _PKCS1V15, _SHA256)
+            private_key.public_key().verify(signature, message, _PKCS1V15, _SHA256)
+        else:
+            signature = private_key.sign(message, _ECDSA_SHA256)
+            private_key.public_key().verify(signature, message, _ECDSA_SHA256)
+    except (InvalidSignature, ValueError):
         raise ValueError("the key fails a sign-and-verify self-test (corrupt key)") from None
 
 
