@@ -25,7 +25,6 @@ LINE_TEXT_BUDGET = 2800
 QUERIED_VALUE_LIMIT = 128
 HEADER_LABEL_PREFIX = "header/"
 _CUT_MARKER = re.compile(r"\.\.\.\[(\d+) chars\]$")
-# What JSON escapes (ensure_ascii also escapes every non-ASCII character).
 
 
 class AuditRecord(NamedTuple):

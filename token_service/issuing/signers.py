@@ -120,7 +120,7 @@ class IamSigner:
     def sign(self, claims: Mapping[str, Any]) -> str:
         try:
             return self._iam.sign_jwt(self.service_account, self._credentials.access_token(),
-                                      json.dumps(dict(claims), separators=(",", ":")))
+                                      _json(dict(claims)).decode("ascii"))
         except CredentialsUnavailable as error:
             raise SigningError(str(error)) from None
         except IamRefused as refusal:
