@@ -27,19 +27,17 @@ import argparse
 import base64
 import contextlib
 import hashlib
-import http.server
 import json
 import re
 import secrets
-import socket
-import socketserver
 import ssl
 import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -47,6 +45,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+
+from devtools.loop_http import Answer, LoopHttpServer, Request
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
@@ -431,139 +431,116 @@ def _parse_compact_jws(token: str) -> tuple[dict[str, Any], dict[str, Any], byte
     return header, claims, signature
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: EmulatorServer
-    _service: str | None = None
-
-    def parse_request(self) -> bool:
-        self._received, self._service, self._answer_at = time.perf_counter(), None, None
-        return super().parse_request()
-
-    def do_GET(self) -> None:
-        emulator = self.server.emulator
-        url = urlsplit(self.path)
-        if url.path == "/":  # google-auth's "is this GCE?" ping
-            return self._send(200, "text/plain", b"")
-        if url.path.startswith("/computeMetadata/"):
-            if self.headers.get("Metadata-Flavor") != "Google":
-                return self._send(403, "text/plain", b"Missing Metadata-Flavor:Google header.")
-            if self._fault("metadata"):
-                return None
-            try:
-                content_type, body = emulator.metadata(url.path, parse_qs(url.query))
-            except ApiError as error:
-                return self._send(error.status, "application/json", json.dumps(error.body).encode())
-            return self._send(200, content_type, body.encode())
-        jwk = re.fullmatch(r"/service_accounts/v1/metadata/jwk/([^/]+)", url.path)
-        if jwk:
-            document = emulator.jwks(emulator.service_account_key(unquote(jwk.group(1))))
-            return self._send(200, "application/json", json.dumps(document).encode())
-        if url.path == "/oauth2/v3/certs":
-            return self._send(200, "application/json", json.dumps(emulator.jwks(emulator._google_key)).encode())
-        return self._send(404, "application/json", b'{"error":{"code":404,"status":"NOT_FOUND"}}')
-
-    def do_POST(self) -> None:
-        emulator = self.server.emulator
-        url = urlsplit(self.path)
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        iam = _IAM_PATH.match(url.path)
-        service = "sts" if url.path == "/v1/token" else "iam" if iam else None
-        if service is None:
-            return self._send(404, "application/json", b'{"error":{"code":404,"status":"NOT_FOUND"}}')
-        emulator.requests[service] += 1
-        self._service = service
-        # A call takes the injected latency, counted from the request's arrival, as if Google
-        # answered in exactly that time: the emulator's own work happens within it.
-        self._answer_at = self._received + emulator.latency.get(service, 0.0)
-        if self._fault(service):
-            return None
-        try:
-            if service == "sts":
-                answer = emulator.sts_token(self._form(body))
-            else:
-                try:
-                    payload = json.loads(body or b"{}")
-                except ValueError:
-                    raise google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.") from None
-                answer = emulator.iam_call(unquote(iam.group(1)), iam.group(2), self.headers.get("Authorization"),
-                                           payload)
-        except ApiError as error:
-            return self._send(error.status, "application/json", json.dumps(error.body).encode())
-        return self._send(200, "application/json", json.dumps(answer).encode())
-
-    def _form(self, body: bytes) -> dict[str, str]:
-        if "json" in self.headers.get("Content-Type", ""):
-            try:
-                document = json.loads(body)
-            except ValueError:
-                raise oauth_error("invalid_request", "Invalid JSON payload received.") from None
-            # The REST discovery document names fields in camelCase.
-            return {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key): str(value)
-                    for key, value in document.items()}
-        if self.headers.get("Authorization"):
-            raise oauth_error("invalid_request", "Do not send an Authorization header to the token endpoint.")
-        return {key: values[0] for key, values in parse_qs(body.decode(), keep_blank_values=True).items()}
-
-    def _fault(self, service: str) -> bool:
-        fault = self.server.emulator.next_fault(service)
-        if fault is None:
-            return False
-        if fault == "reset":
-            self._wait_until_due()
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return True
-        if fault == "garbage":
-            self._send(200, "application/json", b"{not json")
-            return True
-        if isinstance(fault, str) and fault.startswith("hang:"):
-            self._wait_until_due()
-            time.sleep(float(fault[5:]))
-            self.close_connection = True
-            return True
-        status = int(fault)
-        body = {"error": {"code": status, "message": "Injected failure.", "status": "UNAVAILABLE"}}
-        self._send(status, "application/json", json.dumps(body).encode())
-        return True
-
-    def _wait_until_due(self) -> None:
-        if self._service is not None:
-            self.server.emulator.record_service_time(self._service, time.perf_counter() - self._received)
-        if self._answer_at is not None:
-            time.sleep(max(0.0, self._answer_at - time.perf_counter()))
-            self._answer_at = None
-
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
-        self._wait_until_due()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        if self.path == "/" or self.path.startswith("/computeMetadata/"):
-            self.send_header("Metadata-Flavor", "Google")
-        # Headers and body in one write, as one segment: a second one costs both sides a wake-up.
-        self._headers_buffer.extend((b"\r\n", body))
-        self.flush_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+_METADATA_FLAVOR = (("Metadata-Flavor", "Google"),)
+_NOT_FOUND = b'{"error":{"code":404,"status":"NOT_FOUND"}}'
 
 
-class EmulatorServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class EmulatorServer(LoopHttpServer):
+    """Google's routes over the loop server (devtools/loop_http.py): a call that waits out its injected
+    latency is a timer, so the emulator's own cost per call stays small beside the broker under test."""
 
     def __init__(self, address: tuple[str, int], emulator: GoogleEmulator):
         self.emulator = emulator
-        super().__init__(address, _Handler)
+        super().__init__(address, self._answer, self._count_connection)
 
-    def get_request(self):
-        connection, address = super().get_request()
-        # http.server writes headers and body separately: without this, Nagle and delayed ACKs
-        # would add 40 ms to every call, which Google's front ends do not.
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _count_connection(self) -> None:
         self.emulator.connections += 1
-        return connection, address
+
+    def _answer(self, request: Request) -> Answer | Awaitable[Answer]:
+        url = urlsplit(request.target)
+        if request.method == "GET":
+            answer = self._get(request, url.path, url.query)
+            if answer.status is not None and (url.path == "/" or url.path.startswith("/computeMetadata/")):
+                answer = replace(answer, headers=_METADATA_FLAVOR)
+            return answer
+        if request.method == "POST":
+            return self._post(request, url.path)
+        return Answer(501, b"Unsupported method.", "text/plain")
+
+    def _get(self, request: Request, path: str, query: str) -> Answer:
+        emulator = self.emulator
+        if path == "/":  # google-auth's "is this GCE?" ping
+            return Answer(200, b"", "text/plain")
+        if path.startswith("/computeMetadata/"):
+            if request.headers.get("metadata-flavor") != "Google":
+                return Answer(403, b"Missing Metadata-Flavor:Google header.", "text/plain")
+            fault = self._fault("metadata", request.received)
+            if fault is not None:
+                return fault
+            try:
+                content_type, body = emulator.metadata(path, parse_qs(query))
+            except ApiError as error:
+                return Answer(error.status, json.dumps(error.body).encode())
+            return Answer(200, body.encode(), content_type)
+        jwk = re.fullmatch(r"/service_accounts/v1/metadata/jwk/([^/]+)", path)
+        if jwk:
+            return Answer(200, json.dumps(emulator.jwks(emulator.service_account_key(unquote(jwk.group(1))))).encode())
+        if path == "/oauth2/v3/certs":
+            return Answer(200, json.dumps(emulator.jwks(emulator._google_key)).encode())
+        return Answer(404, _NOT_FOUND)
+
+    def _post(self, request: Request, path: str) -> Answer | Awaitable[Answer]:
+        emulator = self.emulator
+        iam = _IAM_PATH.match(path)
+        service = "sts" if path == "/v1/token" else "iam" if iam else None
+        if service is None:
+            return Answer(404, _NOT_FOUND)
+        emulator.requests[service] += 1
+        # A call takes the injected latency, counted from the request's arrival, as if Google
+        # answered in exactly that time: the emulator's own work happens within it.
+        due = request.received + emulator.latency.get(service, 0.0)
+        fault = self._fault(service, due)
+        if fault is not None:
+            return fault
+        if service == "sts":  # may fetch the issuer's keys over the network: off the loop
+            return self.loop.run_in_executor(None, self._timed, service, request, due,
+                                             lambda: emulator.sts_token(_form(request)))
+        return self._timed(service, request, due, lambda: emulator.iam_call(
+            unquote(iam.group(1)), iam.group(2), request.headers.get("authorization"), _json_body(request.body)))
+
+    def _timed(self, service: str, request: Request, due: float, work: Callable[[], dict[str, Any]]) -> Answer:
+        try:
+            status, document = 200, work()
+        except ApiError as error:
+            status, document = error.status, error.body
+        self.emulator.record_service_time(service, time.monotonic() - request.received)
+        return Answer(status, json.dumps(document).encode(), at=due)
+
+    def _fault(self, service: str, due: float) -> Answer | None:
+        fault = self.emulator.next_fault(service)
+        if fault is None:
+            return None
+        if fault == "reset":
+            return Answer(None, at=due)
+        if fault == "garbage":
+            return Answer(200, b"{not json", at=due)
+        if isinstance(fault, str) and fault.startswith("hang:"):
+            return Answer(None, at=due + float(fault[5:]))
+        status = int(fault)
+        body = {"error": {"code": status, "message": "Injected failure.", "status": "UNAVAILABLE"}}
+        return Answer(status, json.dumps(body).encode(), at=due)
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        return json.loads(body or b"{}")
+    except ValueError:
+        raise google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.") from None
+
+
+def _form(request: Request) -> dict[str, str]:
+    if "json" in request.headers.get("content-type", ""):
+        try:
+            document = json.loads(request.body)
+        except ValueError:
+            raise oauth_error("invalid_request", "Invalid JSON payload received.") from None
+        # The REST discovery document names fields in camelCase.
+        return {re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key): str(value)
+                for key, value in document.items()}
+    if request.headers.get("authorization"):
+        raise oauth_error("invalid_request", "Do not send an Authorization header to the token endpoint.")
+    return {key: values[0] for key, values in
+            parse_qs(request.body.decode(errors="replace"), keep_blank_values=True).items()}
 
 
 def serve(emulator: GoogleEmulator, port: int = 0) -> EmulatorServer:
