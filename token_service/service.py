@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -56,6 +56,14 @@ class TokenResult(NamedTuple):
     status: int
     body: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = NO_STORE
+
+
+@dataclass
+class GoogleCall:
+    """The seconds a request waited on Google's exchange, if it made one; set even when the call failed,
+    which is why it is filled in rather than returned."""
+
+    seconds: float | None = None
 
 
 class TokenOutcome(NamedTuple):
@@ -116,12 +124,13 @@ class TokenService:
                     issued = self._sign(claims)
                     facts = facts._replace(jti=issued.jti, message=f"Issued ID token for client '{client.client_id}'")
                 else:
-                    upstream: list[float] = []  # seconds of the Google call, if this request made one
+                    call = GoogleCall()
                     try:
-                        issued, hit = self._exchanged(claims, client, grant, wanted, request.response_format, upstream)
+                        issued, hit = self._exchanged(claims, client, grant, wanted, request.response_format, call)
                     finally:  # the log-based metric of upstream latency reads this; a refusal Google gave is a miss
-                        facts = facts._replace(upstream_seconds=upstream[0] if upstream else None, exchange={
-                            "cache": "miss"} if upstream and self._cache is not None else {})
+                        made = call.seconds is not None
+                        facts = facts._replace(upstream_seconds=call.seconds, exchange={
+                            "cache": "miss"} if made and self._cache is not None else {})
                     facts = _exchange_facts(facts, issued, hit, client.client_id)
         except OAuthError as refusal:
             error = refusal
@@ -174,9 +183,9 @@ class TokenService:
         return self._policy.decide(client.facts, wanted.scopes, wanted.service_account, wanted.audience)
 
     def _exchanged(self, claims: IdTokenClaims, client: AuthenticatedClient, grant: Grant, wanted: ExchangeRequest,
-                   response_format: str, upstream: list[float]) -> tuple[IssuedTokens, bool | None]:
+                   response_format: str, call: GoogleCall) -> tuple[IssuedTokens, bool | None]:
         """The ID token and Google's token, from the cache (hit: True) or signed and exchanged now (False;
-        None: no cache). ``upstream`` gets the seconds of the Google call this request made."""
+        None: no cache). ``call`` gets the seconds of the Google call this request made."""
         exchange = self._exchange
         assert exchange is not None  # _exchange_request refuses an exchange without one
 
@@ -186,7 +195,7 @@ class TokenService:
             try:
                 exchanged = exchange.exchange(wanted, issued.id_token, client.client_id)
             finally:
-                upstream.append(round(time.monotonic() - started, 6))
+                call.seconds = round(time.monotonic() - started, 6)
             return issued._replace(exchanged=exchanged), self._clock() + exchanged.expires_in
 
         if self._cache is None:
