@@ -15,7 +15,7 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from devtools.control_plane.iam_policy import PREDEFINED_ROLES
+from devtools.control_plane.iam_policy import PREDEFINED_ROLES, policy_store
 from devtools.control_plane.iam_roles import RoleStore, standard_base64
 from devtools.control_plane.server import Api, ControlPlane, GoogleError, Request, invalid, require
 from devtools.control_plane.workload_identity import WorkloadIdentity
@@ -76,7 +76,7 @@ class IamApi(Api):
     def policies(self) -> Any:
         """The IAM policies of service accounts, keyed by ``projects/<id>/serviceAccounts/<email>``."""
         if self._policies is None:
-            self._policies = self.plane.policy_store()
+            self._policies = policy_store(self.plane)
         return self._policies
 
     def account_policy(self, email: str) -> dict[str, Any]:

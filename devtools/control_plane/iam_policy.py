@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from devtools.control_plane.server import GoogleError, Request, invalid
+from devtools.control_plane.server import ControlPlane, GoogleError, Request, invalid
 
 # Predefined roles deploy.sh may bind (Google has many more; a typo must fail as it does there).
 PREDEFINED_ROLES = frozenset({
@@ -88,3 +88,9 @@ class PolicyStore:
                     raise invalid(f"Invalid member type for member '{member}'")
                 if member.startswith("serviceAccount:") and not self._account_exists(member.split(":", 1)[1]):
                     raise invalid(f"Service account {member.split(':', 1)[1]} does not exist.", "badRequest")
+
+
+def policy_store(plane: ControlPlane) -> PolicyStore:
+    """IAM policies checked against ``plane``'s roles and service accounts (iam.py)."""
+    iam = plane.apis["iam"]
+    return PolicyStore(iam.role_exists, iam.service_account_exists, lambda: plane.public_access_forbidden)

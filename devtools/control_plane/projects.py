@@ -11,6 +11,7 @@ import uuid
 from functools import cached_property
 from typing import Any
 
+from devtools.control_plane.iam_policy import policy_store
 from devtools.control_plane.server import Api, GoogleError, Request, invalid
 
 # The services a project may enable, as far as deploy.sh and its neighbours go (Google knows many more).
@@ -69,7 +70,7 @@ class ProjectsApi(Api):
     @cached_property
     def policies(self) -> Any:
         """Project-level IAM policies keyed by project id (other modules check grants here)."""
-        return self.plane.policy_store()
+        return policy_store(self.plane)
 
     def _project(self, segment: str) -> str:
         try:

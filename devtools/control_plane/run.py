@@ -16,6 +16,7 @@ import time
 from functools import cached_property
 from typing import Any
 
+from devtools.control_plane.iam_policy import policy_store
 from devtools.control_plane.server import FAKE_HOST, Api, GoogleError, Request, invalid
 
 KNATIVE = r"/apis/serving\.knative\.dev/v1/namespaces/([^/]+)/services"
@@ -59,7 +60,7 @@ class RunApi(Api):
 
     @cached_property
     def policies(self) -> Any:
-        return self.plane.policy_store()
+        return policy_store(self.plane)
 
     def region(self, request: Request) -> str:
         region = request.host.removesuffix(f"-{FAKE_HOST}")

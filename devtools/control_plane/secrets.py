@@ -16,6 +16,7 @@ import datetime
 import re
 from typing import Any
 
+from devtools.control_plane.iam_policy import policy_store
 from devtools.control_plane.server import (
     Api,
     ControlPlane,
@@ -89,7 +90,7 @@ class SecretManagerApi(Api):
     @property
     def policies(self) -> Any:
         if self._policies is None:
-            self._policies = self.plane.policy_store()
+            self._policies = policy_store(self.plane)
         return self._policies
 
     # -- names ---------------------------------------------------------------------------------------------

@@ -187,13 +187,6 @@ class ControlPlane:
         raise GoogleError(403, f"Permission denied on resource project {name} (or it may not exist).",
                           "PERMISSION_DENIED", "forbidden")
 
-    def policy_store(self) -> Any:
-        """IAM policies checked against this project's roles and service accounts (iam.py)."""
-        from devtools.control_plane.iam_policy import PolicyStore
-
-        iam = self.apis["iam"]
-        return PolicyStore(iam.role_exists, iam.service_account_exists, lambda: self.public_access_forbidden)
-
     def refuse(self, method: str, path_pattern: str, error: GoogleError) -> None:
         self.refusals.append((method, re.compile(path_pattern), error))
 
