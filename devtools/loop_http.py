@@ -16,7 +16,7 @@ import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MAX_HEAD_BYTES = 65536
 
@@ -74,11 +74,13 @@ class _Connection(asyncio.Protocol):
             return
         try:
             method, target, version, headers = _parse_head(bytes(self._buffer[:end]))
+            length = int(headers.get("content-length") or 0)
+            if length < 0:
+                raise ValueError(length)
         except ValueError:
             return self._write(Answer(400, b"Malformed request.", "text/plain", close=True))
         if "transfer-encoding" in headers:
             return self._write(Answer(501, b"Send a Content-Length.", "text/plain", close=True))
-        length = int(headers.get("content-length") or 0)
         if len(self._buffer) < end + 4 + length:
             return
         body = bytes(self._buffer[end + 4:end + 4 + length])
@@ -98,7 +100,7 @@ class _Connection(asyncio.Protocol):
 
     def _schedule(self, answer: Answer, keep_alive: bool) -> None:
         if not keep_alive:
-            answer = Answer(answer.status, answer.body, answer.content_type, answer.headers, answer.at, True)
+            answer = replace(answer, close=True)
         loop = asyncio.get_running_loop()
         if answer.at > loop.time():
             loop.call_at(answer.at, self._write, answer)

@@ -76,6 +76,8 @@ def test_a_headless_answer_closes_the_connection_without_a_response():
     (b"NONSENSE\r\n\r\n", b"400"),
     (b"GET / SPDY/3\r\n\r\n", b"400"),
     (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nContent-Length: ten\r\n\r\n", b"400"),
+    (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", b"400"),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b"501"),
 ])
 def test_a_malformed_request_is_refused_and_the_connection_closed(head, status):
