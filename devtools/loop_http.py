@@ -150,24 +150,20 @@ class LoopHttpServer:
     def __init__(self, address: tuple[str, int], handler: Handler, on_connection: Callable[[], None] = lambda: None):
         self.handler = handler
         self.on_connection = on_connection
-        self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(
-            self._loop.create_server(lambda: _Connection(self), *address, backlog=1024, reuse_address=True))
+        self.loop = asyncio.new_event_loop()
+        self._server = self.loop.run_until_complete(
+            self.loop.create_server(lambda: _Connection(self), *address, backlog=1024, reuse_address=True))
         self.server_address = self._server.sockets[0].getsockname()[:2]
         self._stopped = threading.Event()
 
     def serve_forever(self) -> None:
         try:
-            self._loop.run_forever()
+            self.loop.run_forever()
         finally:
             self._server.close()
-            self._loop.close()
+            self.loop.close()
             self._stopped.set()
 
     def shutdown(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._stopped.wait(timeout=10)
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
